@@ -1,0 +1,37 @@
+# bldr's verbs. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/release/bldr
+DEMO_ROOT := .demo/root
+# Debian packages the targets need; installed on first use.
+TEST_PKGS := busybox-static
+BENCH_PKGS := busybox-static bubblewrap systemd-container hyperfine debootstrap
+
+.PHONY: help build test lint demo bench deps clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+build: ## build the release binary (target/release/bldr)
+	$(CARGO) build --release
+
+deps: ## install the Debian packages the tests need (as root)
+	@scripts/ensure-packages.sh $(TEST_PKGS)
+
+test: deps ## run every test: unit, CLI and (as root) namespace tests
+	$(CARGO) test --all-targets
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+demo: deps build ## make a busybox root and run the demo build, then show the host saw no mount
+	@scripts/demo.sh
+
+bench: build ## compare bldr with bwrap, systemd-nspawn and a chroot script (docs/benchmarks.md)
+	@scripts/ensure-packages.sh $(BENCH_PKGS)
+	@scripts/bench.sh
+
+clean: ## remove build output and the demo root
+	$(CARGO) clean
+	rm -rf --one-file-system .demo

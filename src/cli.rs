@@ -1,0 +1,464 @@
+//! The command line: clap definitions and the small glue that turns each subcommand into
+//! calls on the library. Output conventions: data on stdout, messages on stderr.
+
+use crate::exit;
+use crate::plan::{self, MountKind, Plan, PlanInputs, Root};
+use crate::profile::{self, Overrides, SearchPath};
+use crate::reporter::{ProgressMode, Reporter};
+use crate::run::{self, RunOptions};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const ABOUT: &str = "Run distro package builds in private namespaces: the host's mount table, and so its backups, never see a bind mount or tmpfs, and nothing is left mounted or running afterwards.";
+
+#[derive(Parser, Debug)]
+#[command(name = "bldr", version, about = ABOUT, after_help = exit::TABLE)]
+pub struct Cli {
+    /// Look for profiles in DIR first (then $BLDR_PROFILE_PATH, ./profiles, ~/.config/bldr/profiles, /etc/bldr/profiles).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub profiles: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Settings that override the profile, in systemd-nspawn's vocabulary.
+#[derive(Args, Debug, Clone, Default)]
+pub struct OverrideArgs {
+    /// Bind a host path into the build, read-write (repeatable). DST defaults to SRC.
+    #[arg(long, value_name = "SRC[:DST]")]
+    pub bind: Vec<String>,
+    /// Bind a host path into the build, read-only recursively (repeatable).
+    #[arg(long = "bind-ro", value_name = "SRC[:DST]")]
+    pub bind_ro: Vec<String>,
+    /// Mount a tmpfs inside the build (repeatable), e.g. /var/tmp/portage:8G.
+    #[arg(long, value_name = "DST[:SIZE]")]
+    pub tmpfs: Vec<String>,
+    /// Set a variable in the build's environment (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub setenv: Vec<String>,
+    /// The working directory inside the chroot for every command.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<String>,
+    /// Share the host's network, or give the build only a loopback device.
+    #[arg(long, value_name = "host|none")]
+    pub network: Option<String>,
+    /// Run on a throwaway overlay: the chroot is not changed.
+    #[arg(long)]
+    pub ephemeral: bool,
+}
+
+impl OverrideArgs {
+    fn to_overrides(&self, directory: Option<String>) -> Overrides {
+        let mut binds: Vec<(String, bool)> = self.bind.iter().map(|b| (b.clone(), false)).collect();
+        binds.extend(self.bind_ro.iter().map(|b| (b.clone(), true)));
+        Overrides {
+            binds,
+            tmpfs: self.tmpfs.clone(),
+            setenv: self.setenv.clone(),
+            chdir: self.chdir.clone(),
+            network: self.network.clone(),
+            ephemeral: self.ephemeral,
+            directory,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run a profile's commands in a private sandbox, then write the run record.
+    #[command(after_help = exit::TABLE)]
+    Run {
+        /// A profile name (looked up in the profile path) or a path to a .yaml file.
+        profile: String,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// Where run records go (default: the profile's `out:`, else <state>/runs).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Keep the ephemeral overlay layer after the run.
+        #[arg(long)]
+        keep: bool,
+        /// If another run holds the chroot's lock, exit 75 at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print report.json on stdout when the run ends.
+        #[arg(long)]
+        json: bool,
+        /// How to show progress on stderr.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: ProgressMode,
+    },
+    /// Open the profile's environment interactively, or run one command in it.
+    ///
+    /// `bldr shell PROFILE` gives a login shell on a fresh pty; `bldr shell PROFILE -- CMD...`
+    /// runs CMD and returns its exit status. `bldr shell -D DIR [--bind ...]` is the
+    /// profile-less form, like `systemd-nspawn -D DIR`.
+    Shell {
+        /// A profile name or path (not with -D).
+        #[arg(required_unless_present = "directory", conflicts_with = "directory")]
+        profile: Option<String>,
+        /// Use DIR as the root directly, without a profile.
+        #[arg(short = 'D', long = "directory", value_name = "DIR")]
+        directory: Option<String>,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// The command to run instead of a shell.
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Print the resolved plan: every mount, namespace, variable, command and artifact rule.
+    Plan {
+        profile: String,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// Print the plan as JSON (host-provided values redacted).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate profiles, say whether each is ready to run here, and what this host supports.
+    ///
+    /// With no PROFILE, checks every profile found. Exit 2 if any profile is invalid; a
+    /// profile that is valid but not ready (a missing chroot or shared source) is a warning.
+    Check {
+        profiles: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the profiles found, with their description and file.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List past runs (all, or of one profile).
+    Runs {
+        profile: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the build log of a run (a run id, or a profile name for its latest run).
+    Logs { run: String },
+    /// Internal: the sandbox's monitor process.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox {
+        #[arg(long)]
+        parent: Option<i32>,
+        #[arg(long)]
+        probe: bool,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            };
+        }
+    };
+    let search = SearchPath::from_env(cli.profiles.as_deref());
+    match cli.command {
+        Cmd::Sandbox { parent, probe } => {
+            if probe {
+                crate::sandbox::probe::probe_namespaces_main()
+            } else {
+                crate::sandbox::monitor_main(parent.unwrap_or(-1))
+            }
+        }
+        Cmd::Run {
+            profile,
+            overrides,
+            out,
+            keep,
+            no_wait,
+            json,
+            progress,
+        } => {
+            let rep = Reporter::new(progress);
+            let p = match profile::load(&profile, &search, &overrides.to_overrides(None)) {
+                Ok(p) => p,
+                Err(e) => return run::report_profile_errors(&rep, &e),
+            };
+            run::run(
+                &rep,
+                &p,
+                &RunOptions {
+                    out,
+                    json,
+                    keep,
+                    no_wait,
+                },
+            )
+        }
+        Cmd::Shell {
+            profile,
+            directory,
+            overrides,
+            command,
+        } => {
+            let rep = Reporter::new(ProgressMode::Auto);
+            crate::shell::shell(
+                &rep,
+                &search,
+                profile.as_deref(),
+                directory,
+                &overrides.to_overrides(None),
+                command,
+            )
+        }
+        Cmd::Plan {
+            profile,
+            overrides,
+            json,
+        } => {
+            let rep = Reporter::new(ProgressMode::Auto);
+            let p = match profile::load(&profile, &search, &overrides.to_overrides(None)) {
+                Ok(p) => p,
+                Err(e) => return run::report_profile_errors(&rep, &e),
+            };
+            let state = crate::state::state_dir();
+            let inputs = PlanInputs {
+                host_env: run::host_env(),
+                scratch: state.join("scratch").join("<run-id>"),
+            };
+            let plan = plan::build(&p, &inputs).redacted();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).expect("plans serialize")
+                );
+            } else {
+                print!("{}", render_plan(&plan));
+            }
+            exit::SUCCESS
+        }
+        Cmd::Check { profiles, json } => crate::check::check(&search, &profiles, json),
+        Cmd::List { json } => list(&search, json),
+        Cmd::Runs { profile, json } => crate::history::runs(profile.as_deref(), json),
+        Cmd::Logs { run } => crate::history::logs(&run),
+    }
+}
+
+fn list(search: &SearchPath, json: bool) -> i32 {
+    let mut rows = Vec::new();
+    for (name, path) in search.list() {
+        let description = std::fs::read(&path)
+            .ok()
+            .and_then(|b| profile::layer::parse_layer(&b, &path).ok())
+            .and_then(|l| l.description.map(|d| d.value));
+        rows.push(serde_json::json!({"name": name, "description": description, "file": path}));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        return exit::SUCCESS;
+    }
+    if rows.is_empty() {
+        eprintln!(
+            "bldr: no profiles found; looked in {}",
+            search
+                .dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return exit::SUCCESS;
+    }
+    let width = rows
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or("").len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:width$}  {}  {}", "NAME", "FILE", "DESCRIPTION");
+    for r in &rows {
+        println!(
+            "{:width$}  {}  {}",
+            r["name"].as_str().unwrap_or(""),
+            r["file"].as_str().unwrap_or(""),
+            r["description"].as_str().unwrap_or("-")
+        );
+    }
+    exit::SUCCESS
+}
+
+/// The readable form of a plan, for `bldr plan`.
+pub fn render_plan(plan: &Plan) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "profile     {} ({})",
+        plan.profile,
+        plan.profile_file.display()
+    );
+    match &plan.root {
+        Root::Bind { path } => {
+            let _ = writeln!(
+                s,
+                "root        {} (bound onto itself; writes land in the chroot)",
+                path.display()
+            );
+        }
+        Root::Overlay { lower, scratch } => {
+            let _ = writeln!(
+                s,
+                "root        overlay: {} read-only below, writes to {} (thrown away)",
+                lower.display(),
+                scratch.display()
+            );
+        }
+    }
+    let _ = writeln!(s, "hostname    {}", plan.hostname);
+    let _ = writeln!(s, "network     {}", plan.network);
+    let ns: Vec<String> = plan
+        .namespaces
+        .iter()
+        .map(|n| format!("{n:?}").to_lowercase())
+        .collect();
+    let _ = writeln!(
+        s,
+        "namespaces  {} (bldr's own init is PID 1)",
+        ns.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "mounts      (in order; none of them is visible on the host)"
+    );
+    for m in &plan.mounts {
+        let (what, extra) = match &m.kind {
+            MountKind::Proc => ("proc".to_string(), String::new()),
+            MountKind::Sysfs => ("sysfs".to_string(), String::new()),
+            MountKind::Dev { nodes, links } => (
+                "tmpfs".to_string(),
+                format!(
+                    " with {} and {}",
+                    nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    links
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            ),
+            MountKind::Devpts => ("devpts".to_string(), " (new instance)".into()),
+            MountKind::Tmpfs { size, mode } => (
+                "tmpfs".to_string(),
+                format!(
+                    " mode={mode:o}{}",
+                    size.map(|s| format!(" size={s}")).unwrap_or_default()
+                ),
+            ),
+            MountKind::Bind { source } => {
+                (format!("bind {}", source.display()), " (recursive)".into())
+            }
+        };
+        let mut flags = vec![if m.readonly { "ro" } else { "rw" }];
+        if m.nosuid {
+            flags.push("nosuid");
+        }
+        if m.nodev {
+            flags.push("nodev");
+        }
+        if m.noexec {
+            flags.push("noexec");
+        }
+        if m.only_if_target_exists {
+            flags.push("if-present");
+        }
+        let _ = writeln!(
+            s,
+            "  {:<24} {what}{extra} [{}]",
+            m.target.as_str(),
+            flags.join(",")
+        );
+    }
+    let env: Vec<String> = plan
+        .env
+        .iter()
+        .map(|v| match v.from {
+            plan::EnvSource::Default => v.name.clone(),
+            plan::EnvSource::Profile => format!("{}(profile)", v.name),
+            plan::EnvSource::Host => format!("{}(host)", v.name),
+        })
+        .collect();
+    let _ = writeln!(s, "environment {}", env.join(" "));
+    let _ = writeln!(s, "workdir     {}", plan.workdir);
+    if let Some(t) = plan.timeout_ms {
+        let _ = writeln!(
+            s,
+            "timeout     {} for the whole run, then SIGTERM and {} grace",
+            crate::units::format_duration(std::time::Duration::from_millis(t)),
+            crate::units::format_duration(std::time::Duration::from_millis(plan.grace_ms))
+        );
+    }
+    let _ = writeln!(s, "commands    (in order; the first failure stops the run)");
+    for c in &plan.commands {
+        let mut notes = Vec::new();
+        if c.network != plan.network {
+            notes.push(format!("network {}", c.network));
+        }
+        if c.workdir != plan.workdir {
+            notes.push(format!("in {}", c.workdir));
+        }
+        if let Some(t) = c.timeout_ms {
+            notes.push(format!(
+                "timeout {}",
+                crate::units::format_duration(std::time::Duration::from_millis(t))
+            ));
+        }
+        if !c.env.is_empty() {
+            notes.push(format!(
+                "env {}",
+                c.env.keys().cloned().collect::<Vec<_>>().join(" ")
+            ));
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", notes.join(", "))
+        };
+        let _ = writeln!(s, "  {}. {}{notes}", c.number, c.name);
+        if c.name != c.run {
+            for line in c.run.lines() {
+                let _ = writeln!(s, "       $ {line}");
+            }
+        }
+    }
+    if plan.artifacts.is_empty() {
+        let _ = writeln!(s, "artifacts   none");
+    } else {
+        let _ = writeln!(s, "artifacts");
+        for a in &plan.artifacts {
+            let mut line = format!("  {} include {}", a.from, a.include.join(" "));
+            if !a.exclude.is_empty() {
+                line.push_str(&format!(" exclude {}", a.exclude.join(" ")));
+            }
+            if a.required {
+                line.push_str(" [required]");
+            }
+            if let Some(h) = &a.host_path {
+                line.push_str(&format!(
+                    " (shared tree: {}{})",
+                    h.display(),
+                    if a.copy {
+                        ", copied"
+                    } else {
+                        ", recorded in place"
+                    }
+                ));
+            }
+            let _ = writeln!(s, "{line}");
+        }
+    }
+    s
+}

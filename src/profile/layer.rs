@@ -1,0 +1,472 @@
+//! A [`Layer`] is one source of profile settings (a file, or the command line) with every
+//! value tagged by its [`Origin`], so that an error found after `extends` merged several
+//! files still points at the file, line and key that caused it. Pure.
+
+use super::locate::{KeyIndex, Pos};
+use super::raw::{self, RawProfile, Scalar, StringOr};
+use super::{did_you_mean, ProfileError};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where a value was written: a file (with its key index) or a command-line option.
+#[derive(Clone)]
+pub struct Origin {
+    file: Option<Arc<PathBuf>>,
+    index: Option<Arc<KeyIndex>>,
+    /// The key path (`shared[2].target`) or the option (`--bind`).
+    pub key: String,
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Origin({self})")
+    }
+}
+
+impl Origin {
+    /// A value written in `file` at `key`.
+    pub fn in_file(file: &Arc<PathBuf>, index: &Arc<KeyIndex>, key: impl Into<String>) -> Self {
+        Origin {
+            file: Some(file.clone()),
+            index: Some(index.clone()),
+            key: key.into(),
+        }
+    }
+
+    /// A value given on the command line with `option`.
+    pub fn command_line(option: impl Into<String>) -> Self {
+        Origin {
+            file: None,
+            index: None,
+            key: option.into(),
+        }
+    }
+
+    /// A whole file, before any key is known.
+    pub fn file_only(file: &Path) -> Self {
+        Origin {
+            file: Some(Arc::new(file.to_path_buf())),
+            index: None,
+            key: String::new(),
+        }
+    }
+
+    /// The origin of a sub-key (`target` below `shared[2]`).
+    pub fn child(&self, key: &str) -> Self {
+        let mut o = self.clone();
+        if self.file.is_some() {
+            o.key = if self.key.is_empty() {
+                key.to_string()
+            } else {
+                format!("{}.{key}", self.key)
+            };
+        }
+        o
+    }
+
+    /// The file the value came from, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref().map(|p| p.as_path())
+    }
+
+    /// The folder relative paths in this value resolve against (`None` for the command
+    /// line, where the caller's working directory applies).
+    pub fn base_dir(&self) -> Option<&Path> {
+        self.file().and_then(Path::parent)
+    }
+
+    /// Line and column, where the file's index knows them.
+    pub fn pos(&self) -> Option<Pos> {
+        self.index.as_ref()?.find(&self.key)
+    }
+
+    pub(super) fn with_pos(&self, pos: Option<Pos>) -> OriginAt<'_> {
+        OriginAt { origin: self, pos }
+    }
+}
+
+pub(super) struct OriginAt<'a> {
+    origin: &'a Origin,
+    pos: Option<Pos>,
+}
+
+impl fmt::Display for OriginAt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = self.origin;
+        match &o.file {
+            Some(file) => {
+                write!(f, "{}", file.display())?;
+                if let Some(p) = self.pos {
+                    write!(f, ":{}:{}", p.line, p.col)?;
+                }
+                write!(f, ": ")?;
+                if !o.key.is_empty() {
+                    write!(f, "{}: ", o.key)?;
+                }
+                Ok(())
+            }
+            None => write!(f, "command line: {}: ", o.key),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    /// `file:line:col: key: ` — the prefix of an error message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.with_pos(self.pos()).fmt(f)
+    }
+}
+
+/// A value and where it was written.
+#[derive(Debug, Clone)]
+pub struct Item<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// One source of settings. `None`/empty means "not set here".
+#[derive(Debug, Clone, Default)]
+pub struct Layer {
+    pub description: Option<Item<String>>,
+    pub extends: Option<Item<String>>,
+    pub chroot: Option<Item<String>>,
+    pub hostname: Option<Item<String>>,
+    pub network: Option<Item<String>>,
+    pub ephemeral: Option<Item<bool>>,
+    pub workdir: Option<Item<String>>,
+    pub timeout: Option<Item<Scalar>>,
+    pub env: BTreeMap<String, Item<Scalar>>,
+    pub pass_env: Vec<Item<String>>,
+    pub out: Option<Item<String>>,
+    pub shared: Vec<Item<StringOr<raw::RawShare>>>,
+    pub tmpfs: Vec<Item<StringOr<raw::RawTmpfs>>>,
+    pub commands: Option<Vec<Item<StringOr<raw::RawCommand>>>>,
+    pub artifacts: Vec<Item<raw::RawArtifact>>,
+    /// Where `commands` was set, for "missing commands" and "empty commands" messages.
+    pub commands_origin: Option<Origin>,
+}
+
+/// The largest profile file bldr reads; a bigger one is surely not a profile.
+pub const MAX_PROFILE_BYTES: usize = 1 << 20;
+
+/// Parses one profile file's bytes into a layer.
+pub fn parse_layer(bytes: &[u8], file: &Path) -> Result<Layer, ProfileError> {
+    let whole = Origin::file_only(file);
+    if bytes.len() > MAX_PROFILE_BYTES {
+        return Err(ProfileError::new(
+            &whole,
+            format!(
+                "the file is {} bytes; a profile is at most {} bytes (is this the right file?)",
+                bytes.len(),
+                MAX_PROFILE_BYTES
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let upto = &bytes[..e.valid_up_to()];
+        let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
+        let col = upto.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+        ProfileError::new(
+            &whole,
+            format!("line {line}, column {col}: the file is not valid UTF-8; save it as UTF-8"),
+        )
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let file_arc = Arc::new(file.to_path_buf());
+    let index = Arc::new(KeyIndex::build(text));
+    let at = |pos: Pos, key: &str, msg: String| {
+        ProfileError::new(&Origin::in_file(&file_arc, &index, key.to_string()), msg).at(pos)
+    };
+
+    if let Some(pos) = index.second_document {
+        return Err(at(
+            pos,
+            "",
+            "the file holds more than one YAML document (`---`); a profile is exactly one".into(),
+        ));
+    }
+    if let Some((key, pos)) = &index.duplicate {
+        return Err(at(
+            *pos,
+            key,
+            "duplicate key: it is already set above in the same map; keep one".into(),
+        ));
+    }
+    let value: yaml_serde::Value =
+        yaml_serde::from_str(text).map_err(|e| serde_error(e, &file_arc, text))?;
+    if value.is_null() {
+        return Err(ProfileError::new(
+            &whole,
+            "the profile is empty; it needs at least `chroot` and `commands`",
+        ));
+    }
+    let raw: RawProfile =
+        yaml_serde::from_str(text).map_err(|e| serde_error(e, &file_arc, text))?;
+    Ok(Layer::from_raw(raw, &file_arc, &index))
+}
+
+/// Turns a yaml_serde error into a located, human message: path split off, serde's
+/// vocabulary ("field", "struct RawProfile") replaced by the profile's ("key", "a map"),
+/// and a hint for the mistakes people make most.
+fn serde_error(e: yaml_serde::Error, file: &Arc<PathBuf>, text: &str) -> ProfileError {
+    let full = e.to_string();
+    let mut msg = match full.find(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full.clone(),
+    };
+    if let Some(i) = msg.find(", while ") {
+        msg.truncate(i);
+    }
+    let mut key = String::new();
+    if let Some((head, rest)) = msg.split_once(": ") {
+        if !head.is_empty() && !head.contains(' ') && !head.contains('`') {
+            key = head.to_string();
+            msg = rest.to_string();
+        }
+    }
+    let msg = explain(&msg, text, e.location().as_ref());
+    let err = ProfileError::new(
+        &Origin::in_file(file, &Arc::new(KeyIndex::default()), key),
+        msg,
+    );
+    match e.location() {
+        Some(l) => err.at(Pos {
+            line: l.line(),
+            col: l.column(),
+        }),
+        None => err,
+    }
+}
+
+fn explain(msg: &str, text: &str, loc: Option<&yaml_serde::Location>) -> String {
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let (word, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        return match did_you_mean(word, &expected) {
+            Some(s) => format!("unknown key `{word}` (did you mean `{s}`?)"),
+            None if expected.is_empty() => format!("unknown key `{word}`"),
+            None => format!(
+                "unknown key `{word}`; the keys here are: {}",
+                expected.join(", ")
+            ),
+        };
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let word = rest.split('`').next().unwrap_or(rest);
+        return format!("missing key `{word}`");
+    }
+    let mut out = msg
+        .replace(
+            "expected struct RawProfile",
+            "expected a map of profile keys",
+        )
+        .replace("expected struct RawShare", "expected a map with `source`")
+        .replace("expected struct RawTmpfs", "expected a map with `target`")
+        .replace("expected struct RawCommand", "expected a map with `run`")
+        .replace("expected struct RawArtifact", "expected a map with `from`")
+        .replace(
+            "invalid type: map, expected a string",
+            "expected a string, found a map",
+        )
+        .replace(
+            "invalid type: sequence, expected a string",
+            "expected a string, found a list",
+        );
+    if out.contains("expected a boolean") {
+        if let Some(word) = out.split('"').nth(1) {
+            if ["yes", "no", "on", "off", "y", "n", "True", "False"].contains(&word) {
+                out.push_str(&format!(
+                    "; `{word}` is a string in YAML 1.2, write `true` or `false`"
+                ));
+            }
+        }
+    }
+    if out.contains("sequence, expected a map") {
+        out.push_str("; write `KEY: value` lines, not a `- ` list");
+    }
+    let line_has_tab = loc
+        .and_then(|l| text.lines().nth(l.line().saturating_sub(1)))
+        .is_some_and(|line| {
+            line.starts_with(|c: char| c == '\t' || c == ' ') && line.contains('\t')
+        });
+    if out.contains("tab") || line_has_tab && !out.contains("invalid type") {
+        out.push_str("; YAML does not allow tabs for indentation, indent with spaces");
+    }
+    out
+}
+
+impl Layer {
+    fn from_raw(raw: RawProfile, file: &Arc<PathBuf>, index: &Arc<KeyIndex>) -> Layer {
+        let o = |key: &str| Origin::in_file(file, index, key);
+        fn item<T>(value: Option<T>, origin: Origin) -> Option<Item<T>> {
+            value.map(|value| Item { value, origin })
+        }
+        fn list<T>(values: Option<Vec<T>>, key: &str, o: &dyn Fn(&str) -> Origin) -> Vec<Item<T>> {
+            values
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, value)| Item {
+                    value,
+                    origin: o(&format!("{key}[{i}]")),
+                })
+                .collect()
+        }
+        let commands_set = raw.commands.is_some();
+        Layer {
+            description: item(raw.description, o("description")),
+            extends: item(raw.extends, o("extends")),
+            chroot: item(raw.chroot, o("chroot")),
+            hostname: item(raw.hostname, o("hostname")),
+            network: item(raw.network, o("network")),
+            ephemeral: item(raw.ephemeral, o("ephemeral")),
+            workdir: item(raw.workdir, o("workdir")),
+            timeout: item(raw.timeout, o("timeout")),
+            env: raw
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    let origin = o(&format!("env.{k}"));
+                    (k, Item { value: v, origin })
+                })
+                .collect(),
+            pass_env: list(raw.pass_env, "pass_env", &o),
+            out: item(raw.out, o("out")),
+            shared: list(raw.shared, "shared", &o),
+            tmpfs: list(raw.tmpfs, "tmpfs", &o),
+            commands: commands_set.then(|| list(raw.commands, "commands", &o)),
+            artifacts: list(raw.artifacts, "artifacts", &o),
+            commands_origin: commands_set.then(|| o("commands")),
+        }
+    }
+
+    /// Merges `child` over `self` (the base), by the rules of `extends`: scalars and maps
+    /// take the child's value, `shared`/`tmpfs`/`artifacts`/`pass_env` concatenate base first,
+    /// `commands` are replaced as a whole.
+    pub fn merged_with(self, child: Layer) -> Layer {
+        let mut env = self.env;
+        env.extend(child.env);
+        Layer {
+            description: child.description.or(self.description),
+            extends: child.extends,
+            chroot: child.chroot.or(self.chroot),
+            hostname: child.hostname.or(self.hostname),
+            network: child.network.or(self.network),
+            ephemeral: child.ephemeral.or(self.ephemeral),
+            workdir: child.workdir.or(self.workdir),
+            timeout: child.timeout.or(self.timeout),
+            env,
+            pass_env: [self.pass_env, child.pass_env].concat(),
+            out: child.out.or(self.out),
+            shared: [self.shared, child.shared].concat(),
+            tmpfs: [self.tmpfs, child.tmpfs].concat(),
+            commands_origin: if child.commands.is_some() {
+                child.commands_origin
+            } else {
+                self.commands_origin
+            },
+            commands: child.commands.or(self.commands),
+            artifacts: [self.artifacts, child.artifacts].concat(),
+        }
+    }
+}
+
+/// Settings given on the command line of `run` and `shell`, nspawn's vocabulary.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--bind SRC[:DST]` and `--bind-ro SRC[:DST]`, in order, with the read-only flag.
+    pub binds: Vec<(String, bool)>,
+    /// `--tmpfs DST[:SIZE]`.
+    pub tmpfs: Vec<String>,
+    /// `--setenv K=V`.
+    pub setenv: Vec<String>,
+    pub chdir: Option<String>,
+    pub network: Option<String>,
+    pub ephemeral: bool,
+    /// `shell -D DIR`: the chroot itself comes from the command line.
+    pub directory: Option<String>,
+}
+
+impl Overrides {
+    /// The overrides as a layer that merges over the profile like a child would, except
+    /// that `commands` are never touched here. Malformed options are errors.
+    pub fn to_layer(&self) -> Result<Layer, ProfileError> {
+        let mut layer = Layer::default();
+        for (i, (spec, ro)) in self.binds.iter().enumerate() {
+            let flag = if *ro { "--bind-ro" } else { "--bind" };
+            let origin = Origin::command_line(format!("{flag} {spec}"));
+            let (source, target) = match spec.split_once(':') {
+                Some((s, t)) => (s.to_string(), Some(t.to_string())),
+                None => (spec.clone(), None),
+            };
+            if source.is_empty() {
+                return Err(ProfileError::new(
+                    &origin,
+                    "the source is empty; write SRC[:DST]",
+                ));
+            }
+            let _ = i;
+            layer.shared.push(Item {
+                value: StringOr::Full(raw::RawShare {
+                    source,
+                    target,
+                    readonly: Some(*ro),
+                }),
+                origin,
+            });
+        }
+        for spec in &self.tmpfs {
+            let origin = Origin::command_line(format!("--tmpfs {spec}"));
+            let (target, size) = match spec.split_once(':') {
+                Some((t, s)) => (t.to_string(), Some(s.to_string())),
+                None => (spec.clone(), None),
+            };
+            layer.tmpfs.push(Item {
+                value: StringOr::Full(raw::RawTmpfs {
+                    target,
+                    size: size.map(|s| Scalar {
+                        text: s,
+                        was_number: false,
+                    }),
+                    mode: None,
+                }),
+                origin,
+            });
+        }
+        for kv in &self.setenv {
+            let origin = Origin::command_line(format!("--setenv {kv}"));
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(ProfileError::new(&origin, "write it as NAME=VALUE"));
+            };
+            layer.env.insert(
+                k.to_string(),
+                Item {
+                    value: Scalar {
+                        text: v.to_string(),
+                        was_number: false,
+                    },
+                    origin,
+                },
+            );
+        }
+        let opt = |v: &Option<String>, flag: &str| {
+            v.as_ref().map(|value| Item {
+                value: value.clone(),
+                origin: Origin::command_line(format!("{flag} {value}")),
+            })
+        };
+        layer.workdir = opt(&self.chdir, "--chdir");
+        layer.network = opt(&self.network, "--network");
+        layer.chroot = opt(&self.directory, "-D");
+        if self.ephemeral {
+            layer.ephemeral = Some(Item {
+                value: true,
+                origin: Origin::command_line("--ephemeral"),
+            });
+        }
+        Ok(layer)
+    }
+}

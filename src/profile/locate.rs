@@ -1,0 +1,222 @@
+//! Where each key of a YAML document stands: a map from key paths (`shared[2].target`) to
+//! line and column, built from the parser's marked events. serde's derive does not carry
+//! positions, so this index is what lets a validation error point at `file:line:col`.
+//! It also finds what serde silently accepts: duplicate keys and extra documents.
+//! Pure: text in, index out.
+
+use std::collections::{HashMap, HashSet};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// A 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// Key paths and their positions, plus what the structure check found.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    positions: HashMap<String, Pos>,
+    /// The first duplicate key: its path and where the second occurrence stands.
+    pub duplicate: Option<(String, Pos)>,
+    /// Where a second document starts, if there is one.
+    pub second_document: Option<Pos>,
+}
+
+impl KeyIndex {
+    /// Indexes `text`. A document the event parser cannot read gives an empty index:
+    /// positions are a courtesy, and the serde parse reports the syntax error itself.
+    pub fn build(text: &str) -> KeyIndex {
+        let mut builder = Builder::default();
+        let mut parser = Parser::new_from_str(text);
+        if parser.load(&mut builder, true).is_err() {
+            let mut partial = builder.index;
+            partial.positions.clear();
+            return partial;
+        }
+        builder.index
+    }
+
+    /// The position of `path`, or of its nearest indexed ancestor.
+    pub fn find(&self, path: &str) -> Option<Pos> {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.positions.get(p) {
+                return Some(*pos);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+}
+
+enum Frame {
+    Map {
+        path: String,
+        key: Option<String>,
+        seen: HashSet<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
+}
+
+#[derive(Default)]
+struct Builder {
+    index: KeyIndex,
+    stack: Vec<Frame>,
+    documents: usize,
+    /// Depth of a complex (non-scalar) key being skipped.
+    skipping: usize,
+}
+
+fn pos(mark: &Marker) -> Pos {
+    Pos {
+        line: mark.line(),
+        col: mark.col() + 1,
+    }
+}
+
+impl Builder {
+    /// Called for every node that is a value (not a key); returns that value's path.
+    fn value_path(&mut self, mark: &Marker) -> Option<String> {
+        match self.stack.last_mut()? {
+            Frame::Map { path, key, .. } => {
+                let k = key.take()?;
+                Some(join(path, &k))
+            }
+            Frame::Seq { path, next } => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                self.index.positions.entry(p.clone()).or_insert(pos(mark));
+                Some(p)
+            }
+        }
+    }
+
+    fn in_key_position(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.skipping > 0 {
+            match ev {
+                Event::MappingStart(..) | Event::SequenceStart(..) => self.skipping += 1,
+                Event::MappingEnd | Event::SequenceEnd => self.skipping -= 1,
+                _ => {}
+            }
+            if self.skipping == 0 {
+                if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                    *key = Some("?".into());
+                }
+            }
+            return;
+        }
+        match ev {
+            Event::DocumentStart => {
+                self.documents += 1;
+                if self.documents == 2 && self.index.second_document.is_none() {
+                    self.index.second_document = Some(pos(&mark));
+                }
+            }
+            Event::Scalar(text, ..) if self.in_key_position() => {
+                let p = pos(&mark);
+                if let Some(Frame::Map { path, key, seen }) = self.stack.last_mut() {
+                    let full = join(path, &text);
+                    if !seen.insert(text.clone()) && self.index.duplicate.is_none() {
+                        self.index.duplicate = Some((full.clone(), p));
+                    }
+                    self.index.positions.entry(full).or_insert(p);
+                    *key = Some(text);
+                }
+            }
+            Event::Scalar(..) | Event::Alias(_) => {
+                self.value_path(&mark);
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) if self.in_key_position() => {
+                self.skipping = 1;
+            }
+            Event::MappingStart(..) => {
+                let path = if self.stack.is_empty() {
+                    String::new()
+                } else {
+                    self.value_path(&mark).unwrap_or_default()
+                };
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    seen: HashSet::new(),
+                });
+            }
+            Event::SequenceStart(..) => {
+                let path = if self.stack.is_empty() {
+                    String::new()
+                } else {
+                    self.value_path(&mark).unwrap_or_default()
+                };
+                self.stack.push(Frame::Seq { path, next: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "chroot: /x\nshared:\n  - /a\n  - source: b\n    target: /c\nenv:\n  A: 1\n";
+
+    #[test]
+    fn keys_and_items_are_located() {
+        let idx = KeyIndex::build(DOC);
+        assert_eq!(idx.find("chroot"), Some(Pos { line: 1, col: 1 }));
+        assert_eq!(idx.find("shared[0]"), Some(Pos { line: 3, col: 5 }));
+        assert_eq!(idx.find("shared[1].target"), Some(Pos { line: 5, col: 5 }));
+        assert_eq!(idx.find("env.A"), Some(Pos { line: 7, col: 3 }));
+    }
+
+    #[test]
+    fn unknown_paths_fall_back_to_the_nearest_parent() {
+        let idx = KeyIndex::build(DOC);
+        assert_eq!(idx.find("shared[1].target.x"), idx.find("shared[1].target"));
+        assert_eq!(idx.find("nothing"), None);
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_in_nested_maps() {
+        let idx = KeyIndex::build("env:\n  A: x\n  A: y\n");
+        assert_eq!(
+            idx.duplicate,
+            Some(("env.A".into(), Pos { line: 3, col: 3 }))
+        );
+    }
+
+    #[test]
+    fn a_second_document_is_found() {
+        let idx = KeyIndex::build("a: 1\n---\nb: 2\n");
+        assert_eq!(idx.second_document.map(|p| p.line), Some(2));
+    }
+
+    #[test]
+    fn complex_keys_do_not_confuse_the_index() {
+        let idx = KeyIndex::build("? [a, b]\n: 1\nchroot: /x\n");
+        assert_eq!(idx.find("chroot").map(|p| p.line), Some(3));
+    }
+}

@@ -1,0 +1,199 @@
+//! The serde shape of a profile file, exactly as written: every field optional where the
+//! file may leave it out, strings where the file holds text that validation will parse.
+//! Unknown keys are refused here (`deny_unknown_fields`). No I/O, no validation.
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// Every key a profile may have at its top level, for "did you mean" suggestions.
+pub const PROFILE_KEYS: &[&str] = &[
+    "description",
+    "extends",
+    "chroot",
+    "hostname",
+    "network",
+    "ephemeral",
+    "workdir",
+    "timeout",
+    "env",
+    "pass_env",
+    "out",
+    "shared",
+    "tmpfs",
+    "commands",
+    "artifacts",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub description: Option<String>,
+    pub extends: Option<String>,
+    pub chroot: Option<String>,
+    pub hostname: Option<String>,
+    pub network: Option<String>,
+    pub ephemeral: Option<bool>,
+    pub workdir: Option<String>,
+    pub timeout: Option<Scalar>,
+    pub env: Option<BTreeMap<String, Scalar>>,
+    pub pass_env: Option<Vec<String>>,
+    pub out: Option<String>,
+    pub shared: Option<Vec<StringOr<RawShare>>>,
+    pub tmpfs: Option<Vec<StringOr<RawTmpfs>>>,
+    pub commands: Option<Vec<StringOr<RawCommand>>>,
+    pub artifacts: Option<Vec<RawArtifact>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShare {
+    pub source: String,
+    pub target: Option<String>,
+    pub readonly: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTmpfs {
+    pub target: String,
+    pub size: Option<Scalar>,
+    pub mode: Option<Scalar>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    pub name: Option<String>,
+    pub run: String,
+    pub network: Option<String>,
+    pub workdir: Option<String>,
+    pub env: Option<BTreeMap<String, Scalar>>,
+    pub timeout: Option<Scalar>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArtifact {
+    pub from: String,
+    pub include: Option<OneOrMany>,
+    pub exclude: Option<OneOrMany>,
+    pub required: Option<bool>,
+    pub copy: Option<bool>,
+}
+
+/// Either the short string form of an entry or its map form.
+#[derive(Debug, Clone)]
+pub enum StringOr<T> {
+    Short(String),
+    Full(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for StringOr<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = StringOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a map")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StringOr::Short(v.to_string()))
+            }
+            // `- true` in a command list is the shell's `true`, not a boolean.
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(StringOr::Short(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(StringOr::Short(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(StringOr::Short(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(StringOr::Full)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A list of globs, or a single glob written as a string.
+#[derive(Debug, Clone)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a glob or a list of globs")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A scalar kept as text, remembering whether it was written as a bare number, so that
+/// `timeout: 60` can be told apart from `timeout: 60s` and `JOBS: 8` still works in `env`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    pub text: String,
+    pub was_number: bool,
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar {
+                    text: v.into(),
+                    was_number: false,
+                })
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar {
+                    text: v.to_string(),
+                    was_number: false,
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar {
+                    text: v.to_string(),
+                    was_number: true,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar {
+                    text: v.to_string(),
+                    was_number: true,
+                })
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar {
+                    text: v.to_string(),
+                    was_number: true,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

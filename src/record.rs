@@ -1,0 +1,350 @@
+//! Run records (SPEC §3): the run id, the run directory with `build.log` and
+//! `report.json`, the `latest` link and the index of runs in the state directory.
+//! Nothing here overwrites: run directories are created exclusively, the report and the
+//! link are replaced by rename, the log is appended as output arrives.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// The version of `report.json`'s layout; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A new run id: a sortable UTC timestamp and a short random suffix
+/// (`20261201T090102Z-3f9a`).
+pub fn new_run_id(now: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let compact: String = stamp
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let mut rnd = [0u8; 3];
+    let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut rnd));
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{compact}-{:02x}{:02x}{:02x}",
+        rnd[0] ^ (nanos as u8),
+        rnd[1],
+        rnd[2]
+    )
+}
+
+/// RFC 3339 UTC time with milliseconds.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Creates `<out>/<profile>/<run-id>/` exclusively; returns its path and the id used.
+pub fn create_run_dir(out: &Path, profile: &str) -> io::Result<(String, PathBuf)> {
+    let parent = out.join(profile);
+    fs::create_dir_all(&parent)?;
+    for _ in 0..16 {
+        let id = new_run_id(SystemTime::now());
+        let dir = parent.join(&id);
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok((id, dir)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "could not find a free run id",
+    ))
+}
+
+/// The build log: created once, appended to as output arrives, never buffered.
+pub struct BuildLog {
+    file: File,
+    pub path: PathBuf,
+    at_line_start: bool,
+}
+
+impl BuildLog {
+    pub fn create(dir: &Path) -> io::Result<BuildLog> {
+        let path = dir.join("build.log");
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(BuildLog {
+            file,
+            path,
+            at_line_start: true,
+        })
+    }
+
+    /// A line of bldr's own (a header or a note), with a timestamp.
+    pub fn note(&mut self, text: &str) {
+        let mut line = String::new();
+        if !self.at_line_start {
+            line.push('\n');
+        }
+        line.push_str(&format!("[{}] {text}\n", timestamp(SystemTime::now())));
+        let _ = self.file.write_all(line.as_bytes());
+        self.at_line_start = true;
+    }
+
+    /// The build's output, byte for byte.
+    pub fn output(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let _ = self.file.write_all(bytes);
+        self.at_line_start = bytes.ends_with(b"\n");
+    }
+
+    pub fn sync(&mut self) {
+        let _ = self.file.sync_data();
+    }
+}
+
+/// How a run ended (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Success,
+    CommandFailed,
+    Timeout,
+    SetupFailed,
+    ArtifactsFailed,
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::CommandFailed => "command-failed",
+            Outcome::Timeout => "timeout",
+            Outcome::SetupFailed => "setup-failed",
+            Outcome::ArtifactsFailed => "artifacts-failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfileInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub number: usize,
+    pub name: String,
+    pub run: String,
+    /// `success`, `failed`, `timeout`, `interrupted` or `not-run`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    /// Relative to the artifacts folder (or to the rule's `from` for shared-tree files).
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Where it came from inside the chroot.
+    pub source: String,
+    /// `copied` into the run directory, or `in-place` in a shared tree on the host.
+    pub stored: String,
+    /// The host path, for files left in place in a shared tree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refusal {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostClean {
+    /// True when the host's mount table after the run equals the one before.
+    pub clean: bool,
+    pub mounts_before: usize,
+    pub mounts_after: usize,
+    pub appeared: Vec<String>,
+    pub disappeared: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub bldr_version: String,
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub profile: ProfileInfo,
+    pub chroot: PathBuf,
+    pub ephemeral: bool,
+    pub started: String,
+    pub ended: String,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    /// The signal that stopped bldr, for `interrupted`.
+    pub signal: Option<i32>,
+    pub message: Option<String>,
+    pub namespaces: Namespaces,
+    pub commands: Vec<CommandRecord>,
+    pub artifacts: Vec<ArtifactRecord>,
+    pub refused: Vec<Refusal>,
+    pub host_clean: HostClean,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub pid: u64,
+    pub mnt: u64,
+}
+
+/// Writes `bytes` to `path` by writing a temporary file beside it and renaming it over.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Points `<out>/<profile>/latest` at `run_id`, atomically (a new link renamed over).
+pub fn set_latest(profile_dir: &Path, run_id: &str) -> io::Result<()> {
+    let tmp = profile_dir.join(format!(".latest.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(run_id, &tmp)?;
+    fs::rename(&tmp, profile_dir.join("latest"))
+}
+
+/// The state directory's index of runs: one JSON line per finished run, so `bldr runs`
+/// finds runs written to any `--out`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub run_id: String,
+    pub profile: String,
+    pub run_dir: PathBuf,
+    pub outcome: Outcome,
+    pub started: String,
+    pub duration_ms: u64,
+    pub artifacts: usize,
+}
+
+pub fn index_path(state: &Path) -> PathBuf {
+    state.join("runs.jsonl")
+}
+
+/// Appends one entry with a single write (O_APPEND keeps concurrent runs' lines whole).
+pub fn append_index(state: &Path, entry: &IndexEntry) -> io::Result<()> {
+    fs::create_dir_all(state)?;
+    let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(index_path(state))?;
+    f.write_all(&line)
+}
+
+/// Every indexed run, oldest first; unreadable lines are skipped.
+pub fn read_index(state: &Path) -> Vec<IndexEntry> {
+    fs::read_to_string(index_path(state))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The host's mount table, one line per mount with the mount and parent ids dropped (so
+/// the comparison is about what is mounted where, not the kernel's numbering).
+pub fn host_mounts() -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap_or(l).to_string())
+        .collect()
+}
+
+/// Compares two mount tables.
+pub fn compare_mounts(before: &[String], after: &[String]) -> HostClean {
+    let appeared: Vec<String> = after
+        .iter()
+        .filter(|l| !before.contains(l))
+        .cloned()
+        .collect();
+    let disappeared: Vec<String> = before
+        .iter()
+        .filter(|l| !after.contains(l))
+        .cloned()
+        .collect();
+    HostClean {
+        clean: appeared.is_empty() && disappeared.is_empty(),
+        mounts_before: before.len(),
+        mounts_after: after.len(),
+        appeared,
+        disappeared,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_by_time() {
+        let a = new_run_id(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000));
+        let b = new_run_id(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000));
+        assert!(a < b, "{a} < {b}");
+        assert!(a.starts_with("19700112T134640Z-"), "{a}");
+    }
+
+    #[test]
+    fn run_dirs_are_never_reused() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, da) = create_run_dir(t.path(), "p").unwrap();
+        let (b, db) = create_run_dir(t.path(), "p").unwrap();
+        assert_ne!(a, b);
+        assert_ne!(da, db);
+    }
+
+    #[test]
+    fn mount_table_changes_are_reported() {
+        let before = vec!["a".to_string(), "b".to_string()];
+        let after = vec!["a".to_string(), "c".to_string()];
+        let hc = compare_mounts(&before, &after);
+        assert!(!hc.clean);
+        assert_eq!(hc.appeared, ["c"]);
+        assert_eq!(hc.disappeared, ["b"]);
+        assert!(compare_mounts(&before, &before).clean);
+    }
+}

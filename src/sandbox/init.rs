@@ -1,0 +1,500 @@
+//! bldr's init: PID 1 of the build's PID namespace. It sets up the mounts, runs the
+//! commands in order with `/bin/sh -c`, relays their output as frames, reaps orphans,
+//! forwards signals, enforces timeouts, kills whatever is left after the last command,
+//! and removes the mount points it created. It never returns to Rust's runtime with
+//! threads: this process is single-threaded from fork to exit.
+
+use super::mounts::{self, LiveMounts};
+use super::proto::{write_frame, Event, Frame};
+use super::sys;
+use crate::exit;
+use crate::plan::{CommandPlan, Namespace, Plan};
+use crate::profile::Network;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, killpg, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// The signals the init handles through its signalfd.
+pub fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// The frame stream to bldr's main process (fd 1 of the sandbox).
+pub struct Wire(File);
+
+impl Wire {
+    pub fn from_stdout() -> Wire {
+        // SAFETY: fd 1 is the frame socket handed to this process; from here on only
+        // this `Wire` uses it.
+        Wire(File::from(unsafe { OwnedFd::from_raw_fd(1) }))
+    }
+
+    pub fn send(&mut self, e: Event) {
+        // A failed write means bldr's main process is gone; the lifeline check ends us.
+        let _ = write_frame(&mut self.0, &Frame::Event(e));
+    }
+
+    /// Sends the `Terminal` event with `fd` attached (unix(7), SCM_RIGHTS).
+    fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let bytes = super::proto::encode(&Frame::Event(Event::Terminal));
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(&bytes)];
+        let sent = sendmsg::<()>(
+            self.0.as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        if sent < bytes.len() {
+            self.0.write_all(&bytes[sent..]).map_err(|_| Errno::EPIPE)?;
+        }
+        Ok(())
+    }
+
+    fn output(&mut self, bytes: &[u8]) {
+        let _ = write_frame(&mut self.0, &Frame::Output(bytes.to_vec()));
+    }
+}
+
+/// True when bldr's main process has gone away: its end of our stdin (the lifeline) is
+/// closed.
+fn lifeline_cut(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+struct Running {
+    pid: Pid,
+    started: Instant,
+    deadline: Option<Instant>,
+    kill_at: Option<Instant>,
+    timed_out: bool,
+    status: Option<WaitStatus>,
+}
+
+struct Init<'a> {
+    plan: &'a Plan,
+    wire: Wire,
+    sigfd: SignalFd,
+    lifeline: BorrowedFd<'a>,
+    out_r: File,
+    /// The commands' end of the output pipe; dropped once they are all dead.
+    out_w: Option<OwnedFd>,
+    devnull: OwnedFd,
+    interrupted: Option<Signal>,
+    run_deadline: Option<Instant>,
+}
+
+/// Entry point of PID 1. Returns the exit code for the sandbox process.
+pub fn run(plan: &Plan, mut wire: Wire) -> i32 {
+    // SAFETY: fd 0 stays open for the life of this process (it is never closed here).
+    let lifeline = unsafe { BorrowedFd::borrow_raw(0) };
+    // If our parent (the monitor) dies, so do we; and if it already died before the
+    // line above, the lifeline tells (the parent's pid is 0 from inside the namespace).
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if lifeline_cut(lifeline) {
+        return exit::SETUP;
+    }
+    wire.send(Event::Namespaces {
+        pid_ns: sys::namespace_inode("pid"),
+        mnt_ns: sys::namespace_inode("mnt"),
+    });
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let created = match mounts::apply(plan, &mut LiveMounts::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            wire.send(Event::SetupFailed {
+                message: e.to_string(),
+            });
+            return exit::SETUP;
+        }
+    };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    if plan.namespaces.contains(&Namespace::Net) {
+        if let Err(e) = sys::loopback_up() {
+            wire.send(Event::SetupFailed {
+                message: e.to_string(),
+            });
+            return exit::SETUP;
+        }
+    }
+    let parts = (|| -> Result<_, String> {
+        let sigfd = SignalFd::with_flags(
+            &handled_signals(),
+            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+        )
+        .map_err(|e| format!("signalfd: {e}"))?;
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        // Only our read end is non-blocking: a full pipe should slow the commands down,
+        // not fail their writes.
+        nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(|e| format!("fcntl: {e}"))?;
+        let devnull = nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("open /dev/null inside the chroot: {e}"))?;
+        Ok((sigfd, r, w, devnull))
+    })();
+    let (sigfd, r, w, devnull) = match parts {
+        Ok(p) => p,
+        Err(message) => {
+            wire.send(Event::SetupFailed { message });
+            return exit::SETUP;
+        }
+    };
+    let mut init = Init {
+        plan,
+        wire,
+        sigfd,
+        lifeline,
+        out_r: File::from(r),
+        out_w: Some(w),
+        devnull,
+        interrupted: None,
+        run_deadline: plan
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms)),
+    };
+    init.wire.send(Event::Ready);
+    let code = init.run_commands();
+    let killed = init.kill_everything();
+    let leftover = mounts::remove_created(&created);
+    init.wire.send(Event::Cleaned {
+        killed,
+        leftover_mount_points: leftover,
+    });
+    code
+}
+
+impl Init<'_> {
+    fn run_commands(&mut self) -> i32 {
+        for cmd in &self.plan.commands {
+            if let Some(sig) = self.interrupted {
+                return exit::signal(sig as i32);
+            }
+            if self.run_deadline.is_some_and(|d| Instant::now() >= d) {
+                return exit::TIMEOUT;
+            }
+            self.wire.send(Event::CommandStarted { number: cmd.number });
+            let started = Instant::now();
+            let pid = match self.spawn(cmd) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    self.wire.send(Event::Note {
+                        message: format!("cannot start command {}: {e}", cmd.number),
+                    });
+                    return exit::SETUP;
+                }
+            };
+            let mut running = Running {
+                pid,
+                started,
+                deadline: cmd.timeout_ms.map(|ms| started + Duration::from_millis(ms)),
+                kill_at: None,
+                timed_out: false,
+                status: None,
+            };
+            let status = self.supervise(&mut running);
+            let (exit_code, signal) = match status {
+                WaitStatus::Exited(_, c) => (Some(c), None),
+                WaitStatus::Signaled(_, s, _) => (None, Some(s as i32)),
+                _ => (None, None),
+            };
+            self.wire.send(Event::CommandFinished {
+                number: cmd.number,
+                exit_code,
+                signal,
+                duration_ms: running.started.elapsed().as_millis() as u64,
+                timed_out: running.timed_out,
+            });
+            if running.timed_out {
+                return exit::TIMEOUT;
+            }
+            if let Some(sig) = self.interrupted {
+                return exit::signal(sig as i32);
+            }
+            if exit_code != Some(0) {
+                return exit::COMMAND_FAILED;
+            }
+        }
+        exit::SUCCESS
+    }
+
+    /// Forks and execs one command: its own session, stdin from /dev/null, stdout and
+    /// stderr into the output pipe, no other descriptor, the plan's environment only.
+    fn spawn(&mut self, cmd: &CommandPlan) -> Result<Pid, String> {
+        let cstr = |s: &str| CString::new(s).map_err(|_| format!("`{s}` contains a NUL byte"));
+        let argv = [cstr("/bin/sh")?, cstr("-c")?, cstr(&cmd.run)?];
+        let mut env: Vec<(String, String)> = self
+            .plan
+            .env
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect();
+        for (k, v) in &cmd.env {
+            env.retain(|(n, _)| n != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let envp: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| cstr(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        let workdir = cstr(cmd.workdir.as_str())?;
+        let private_net = cmd.network == Network::None && self.plan.network == Network::Host;
+        // `shell`: a new pty from the build's own devpts; its master goes to bldr.
+        let slave = if self.plan.tty {
+            let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+                .map_err(|e| format!("open /dev/ptmx: {e}"))?;
+            nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
+            nix::pty::unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
+            let name = nix::pty::ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
+            self.wire
+                .send_fd(master.as_fd())
+                .map_err(|e| format!("hand the pty to bldr: {e}"))?;
+            Some(cstr(&name)?)
+        } else {
+            None
+        };
+        let (devnull, out) = (
+            self.devnull.as_raw_fd(),
+            self.out_w.as_ref().map_or(-1, |w| w.as_raw_fd()),
+        );
+        // SAFETY: this process is single-threaded (the sandbox never starts threads), so
+        // the child may run arbitrary code; it only makes syscalls and then execs.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(format!("fork: {e}")),
+            Ok(ForkResult::Parent { child }) => Ok(child),
+            Ok(ForkResult::Child) => {
+                let fail = |what: &str, e: Errno| -> ! {
+                    let msg = format!("bldr: {what}: {}\n", e.desc());
+                    // SAFETY: writing a buffer we own to fd 2, then leaving without
+                    // running any destructor of the parent's state.
+                    unsafe {
+                        libc::write(2, msg.as_ptr().cast(), msg.len());
+                        libc::_exit(127)
+                    }
+                };
+                if let Some(slave) = &slave {
+                    if let Err(e) = nix::unistd::setsid() {
+                        fail("setsid", e);
+                    }
+                    // SAFETY: open/ioctl/dup2 on a path and descriptors this process owns.
+                    unsafe {
+                        let fd = libc::open(slave.as_ptr(), libc::O_RDWR);
+                        if fd < 0 {
+                            fail("open the pty", Errno::last());
+                        }
+                        // Make it the controlling terminal (tty_ioctl(4), TIOCSCTTY).
+                        libc::ioctl(fd, libc::TIOCSCTTY, 0);
+                        libc::dup2(fd, 0);
+                        libc::dup2(fd, 1);
+                        libc::dup2(fd, 2);
+                    }
+                } else {
+                    // SAFETY: dup2 on descriptors this process owns.
+                    unsafe {
+                        libc::dup2(devnull, 0);
+                        libc::dup2(out, 1);
+                        libc::dup2(out, 2);
+                    }
+                }
+                sys::close_from(3);
+                let _ = nix::sys::signal::sigprocmask(
+                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                    Some(&SigSet::empty()),
+                    None,
+                );
+                for s in [
+                    Signal::SIGPIPE,
+                    Signal::SIGINT,
+                    Signal::SIGTERM,
+                    Signal::SIGHUP,
+                    Signal::SIGQUIT,
+                ] {
+                    // SAFETY: restoring default dispositions; no handler code involved.
+                    let _ = unsafe {
+                        nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigDfl)
+                    };
+                }
+                if slave.is_none() {
+                    if let Err(e) = nix::unistd::setsid() {
+                        fail("setsid", e);
+                    }
+                }
+                if private_net {
+                    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                        fail("unshare the network", e);
+                    }
+                    if let Err(e) = sys::loopback_up() {
+                        fail("bring up lo", e.errno);
+                    }
+                }
+                if let Err(e) = nix::unistd::chdir(workdir.as_c_str()) {
+                    fail(&format!("enter workdir {}", cmd.workdir), e);
+                }
+                let e = nix::unistd::execve(&argv[0], &argv, &envp).unwrap_err();
+                fail("exec /bin/sh", e)
+            }
+        }
+    }
+
+    /// Waits for the running command, relaying output and handling signals and timeouts.
+    fn supervise(&mut self, r: &mut Running) -> WaitStatus {
+        loop {
+            let now = Instant::now();
+            if r.status.is_none() {
+                let expired = r.deadline.is_some_and(|d| now >= d)
+                    || self.run_deadline.is_some_and(|d| now >= d);
+                if expired && !r.timed_out {
+                    r.timed_out = true;
+                    let _ = killpg(r.pid, Signal::SIGTERM);
+                    r.kill_at = Some(now + Duration::from_millis(self.plan.grace_ms));
+                }
+                if r.kill_at.is_some_and(|k| now >= k) {
+                    let _ = killpg(r.pid, Signal::SIGKILL);
+                    let _ = kill(r.pid, Signal::SIGKILL);
+                    r.kill_at = None;
+                }
+            }
+            if let Some(status) = r.status {
+                self.drain();
+                return status;
+            }
+            let wake = [r.deadline, self.run_deadline, r.kill_at]
+                .into_iter()
+                .flatten()
+                .filter(|_| !r.timed_out || r.kill_at.is_some())
+                .min();
+            let timeout = match wake {
+                Some(w) => PollTimeout::try_from(
+                    w.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1,
+                )
+                .unwrap_or(PollTimeout::MAX),
+                None => PollTimeout::try_from(60_000).unwrap_or(PollTimeout::MAX),
+            };
+            let (sig_ready, out_ready, life_ready) = {
+                let mut fds = [
+                    PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.out_r.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.lifeline, PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, timeout) {
+                    Err(Errno::EINTR) | Ok(0) => (false, false, false),
+                    Err(_) => (false, false, false),
+                    Ok(_) => {
+                        let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                        (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]))
+                    }
+                }
+            };
+            if life_ready {
+                // bldr's main process is gone: nobody will read the log, nothing may
+                // survive. Killing -1 from PID 1 reaches every process of the namespace.
+                let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+                // SAFETY: leaving at once; the namespace dies with us.
+                unsafe { libc::_exit(exit::signal(9)) };
+            }
+            if out_ready {
+                self.relay_some();
+            }
+            if sig_ready {
+                self.handle_signals(r);
+            }
+        }
+    }
+
+    fn handle_signals(&mut self, r: &mut Running) {
+        while let Ok(Some(info)) = self.sigfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            if sig == Signal::SIGCHLD {
+                self.reap(r);
+                continue;
+            }
+            if self.interrupted.is_some() {
+                // A second Ctrl-C means "now": no more grace.
+                let _ = killpg(r.pid, Signal::SIGKILL);
+                continue;
+            }
+            self.interrupted = Some(sig);
+            self.wire.send(Event::Interrupted { signal: sig as i32 });
+            if r.status.is_none() {
+                let _ = killpg(r.pid, sig);
+                r.kill_at = Some(Instant::now() + Duration::from_millis(self.plan.grace_ms));
+            }
+        }
+    }
+
+    /// Reaps every exited child: the command, and orphans reparented to us.
+    fn reap(&mut self, r: &mut Running) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => {
+                    if status.pid() == Some(r.pid) {
+                        r.status = Some(status);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what the pipe holds right now and sends it on.
+    fn relay_some(&mut self) -> usize {
+        let mut buf = [0u8; 65536];
+        match self.out_r.read(&mut buf) {
+            Ok(n) if n > 0 => {
+                self.wire.output(&buf[..n]);
+                n
+            }
+            _ => 0,
+        }
+    }
+
+    fn drain(&mut self) {
+        while self.relay_some() > 0 {}
+    }
+
+    /// Kills every process left in the namespace and reaps them all. Returns how many
+    /// were still there.
+    fn kill_everything(&mut self) -> usize {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        let mut killed = 0;
+        loop {
+            match waitpid(None, None) {
+                Ok(_) => killed += 1,
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        // Every writer of the pipe is dead; what is left in it is the last output.
+        self.out_w = None;
+        self.drain();
+        killed
+    }
+}

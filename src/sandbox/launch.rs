@@ -1,0 +1,141 @@
+//! The main process's side of the sandbox: start the monitor as a fresh exec of bldr
+//! with the plan on its stdin, hand back the frame stream, forward signals. The main
+//! process itself never creates a namespace.
+
+use super::proto::{read_frame, Frame};
+use crate::plan::Plan;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
+
+/// The frame socket, read with recvmsg(2) so that a descriptor sent along with a frame
+/// (the pty master of `shell`) is kept, not lost.
+struct FrameSocket {
+    sock: UnixStream,
+    fds: Vec<OwnedFd>,
+}
+
+impl io::Read for FrameSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut iov = [io::IoSliceMut::new(buf)];
+        loop {
+            match recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    for c in msg.cmsgs().into_iter().flatten() {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            // SAFETY: the kernel installed these descriptors for us.
+                            self.fds.extend(
+                                fds.into_iter()
+                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                            );
+                        }
+                    }
+                    return Ok(msg.bytes);
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+    }
+}
+
+/// A started sandbox.
+pub struct Launched {
+    child: Child,
+    frames: FrameSocket,
+    /// bldr's end of the lifeline: while it is open, the build may live.
+    lifeline: Option<ChildStdin>,
+}
+
+/// Sends a signal to the sandbox's monitor, which forwards it to init.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarder(Pid);
+
+impl Forwarder {
+    pub fn send(&self, signal: i32) {
+        if let Ok(s) = Signal::try_from(signal) {
+            let _ = kill(self.0, s);
+        }
+    }
+}
+
+/// Starts the sandbox for `plan`. Must be called from the thread that stays alive until
+/// the run ends: the monitor's parent-death signal fires when *this thread* exits
+/// (prctl(2), PR_SET_PDEATHSIG).
+pub fn launch(plan: &Plan) -> io::Result<(Launched, ChildStderr)> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("__sandbox")
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        // The environment of the build is built from the plan; nothing from ours leaks.
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut json = serde_json::to_vec(plan).map_err(io::Error::other)?;
+    json.push(b'\n');
+    stdin.write_all(&json)?;
+    Ok((
+        Launched {
+            child,
+            frames: FrameSocket {
+                sock: ours,
+                fds: Vec::new(),
+            },
+            lifeline: Some(stdin),
+        },
+        stderr,
+    ))
+}
+
+impl Launched {
+    pub fn forwarder(&self) -> Forwarder {
+        Forwarder(Pid::from_raw(self.child.id() as i32))
+    }
+
+    /// The monitor's pid, as the host sees it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads the next frame; `None` when the sandbox closed the stream.
+    pub fn next_frame(&mut self) -> Option<Frame> {
+        read_frame(&mut self.frames).ok().flatten()
+    }
+
+    /// A descriptor that came with a frame (the pty master after `Event::Terminal`).
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.frames.fds.pop()
+    }
+
+    /// Waits for the monitor and returns its exit code.
+    pub fn wait(mut self) -> i32 {
+        let status = self.child.wait();
+        drop(self.lifeline.take());
+        match status {
+            Ok(s) => {
+                use std::os::unix::process::ExitStatusExt;
+                s.code()
+                    .or(s.signal().map(crate::exit::signal))
+                    .unwrap_or(crate::exit::SETUP)
+            }
+            Err(_) => crate::exit::SETUP,
+        }
+    }
+}

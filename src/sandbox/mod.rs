@@ -1,0 +1,128 @@
+//! The sandbox: the only code in bldr that makes syscalls beyond plain file I/O, and the
+//! only code allowed `unsafe`. It executes a [`Plan`] and decides nothing on its own.
+//!
+//! Process model (see docs/design.md):
+//!
+//! ```text
+//! bldr (main, threads for output and signals)
+//!  └─ bldr __sandbox      "monitor": fresh exec, new session, unshare(mnt,pid,uts,ipc[,net])
+//!      └─ init (PID 1)    mounts, pivot_root, runs each command, reaps, kills the rest
+//!          └─ /bin/sh -c  one command at a time, in its own session
+//! ```
+//!
+//! The plan arrives on the monitor's stdin, which stays open as a lifeline: when bldr's
+//! main process dies, even by SIGKILL, the monitor dies by its parent-death signal, init
+//! dies by its own, and the kernel tears down the PID namespace and with it every mount.
+
+#![allow(unsafe_code)]
+
+pub mod init;
+pub mod launch;
+pub mod mounts;
+pub mod probe;
+pub mod proto;
+pub mod sys;
+pub mod tty;
+
+use crate::plan::{Namespace, Plan};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use proto::Event;
+use std::io::BufRead;
+
+/// True when bldr runs with effective uid 0.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The monitor: `bldr __sandbox --parent PID`. Returns its exit code.
+pub fn monitor_main(parent: i32) -> i32 {
+    // Die with bldr. The getppid check closes the race of bldr dying before the prctl.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() != parent {
+        return crate::exit::SETUP;
+    }
+    // Nothing of bldr's caller beyond stdin, stdout and stderr may reach the build.
+    sys::close_from(3);
+    let mut wire = init::Wire::from_stdout();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() || line.is_empty() {
+        return crate::exit::SETUP;
+    }
+    let plan: Plan = match serde_json::from_str(&line) {
+        Ok(p) => p,
+        Err(e) => {
+            wire.send(Event::SetupFailed {
+                message: format!("the plan handed to the sandbox is not valid: {e}"),
+            });
+            return crate::exit::SETUP;
+        }
+    };
+    // A new session: the terminal's Ctrl-C reaches bldr only, which forwards it.
+    let _ = nix::unistd::setsid();
+    // SAFETY: setting a disposition, no handler code.
+    let _ =
+        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
+    let signals = init::handled_signals();
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
+
+    let mut flags = CloneFlags::empty();
+    for ns in &plan.namespaces {
+        flags |= match ns {
+            Namespace::Mount => CloneFlags::CLONE_NEWNS,
+            Namespace::Pid => CloneFlags::CLONE_NEWPID,
+            Namespace::Uts => CloneFlags::CLONE_NEWUTS,
+            Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
+            Namespace::Net => CloneFlags::CLONE_NEWNET,
+        };
+    }
+    if let Err(e) = nix::sched::unshare(flags) {
+        let hint = if is_root() {
+            "the kernel refused; `bldr check` lists what this host supports"
+        } else {
+            "run as root (sudo bldr ...)"
+        };
+        wire.send(Event::SetupFailed {
+            message: format!(
+                "cannot create the build's namespaces: {} ({hint})",
+                e.desc()
+            ),
+        });
+        return crate::exit::SETUP;
+    }
+    // SAFETY: the monitor is single-threaded (a fresh exec that started no thread).
+    let child = match unsafe { nix::unistd::fork() } {
+        Err(e) => {
+            wire.send(Event::SetupFailed {
+                message: format!("cannot start the build's init: {}", e.desc()),
+            });
+            return crate::exit::SETUP;
+        }
+        Ok(ForkResult::Child) => {
+            let code = init::run(&plan, wire);
+            // SAFETY: leaving PID 1 without unwinding; the namespace dies with it.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => child,
+    };
+    drop(wire);
+    relay_until_exit(child, &signals)
+}
+
+/// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to init and returns init's exit status.
+fn relay_until_exit(child: Pid, signals: &nix::sys::signal::SigSet) -> i32 {
+    loop {
+        let Ok(sig) = signals.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(child, sig);
+            continue;
+        }
+        match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, s, _)) => return crate::exit::signal(s as i32),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! Executes the plan's root and mounts, in order, through the [`MountSys`] trait: the
+//! sequence logic lives here and is tested against a recording fake; [`LiveMounts`] is
+//! the real thing. Every target is resolved inside the new root, so a symlink in the
+//! chroot can never send a mount or a mkdir to the host.
+
+use super::sys::{self, SysError, SysResult};
+use crate::chroot_path::ChrootPath;
+use crate::plan::{DevLink, DeviceNode, MountKind, MountOp, Plan, Root};
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// What a mount point bldr had to create was, so it can be removed after the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Dir(ChrootPath),
+    File(ChrootPath),
+}
+
+/// The operations the mount sequence needs. Paths are inside the new root.
+pub trait MountSys {
+    /// Makes `/` recursively slave: the first mount operation, always.
+    fn isolate(&mut self) -> SysResult<()>;
+    /// Prepares the root (bind onto itself, or the overlay) and keeps a handle on it.
+    fn prepare_root(&mut self, root: &Root) -> SysResult<()>;
+    fn exists(&mut self, target: &ChrootPath) -> SysResult<bool>;
+    /// Creates `target` as a directory (or empty file) and any missing parents, each
+    /// inside the root. Returns what it created, outermost first.
+    fn make_mount_point(&mut self, target: &ChrootPath, dir: bool) -> SysResult<Vec<Created>>;
+    fn source_is_dir(&mut self, source: &Path) -> bool;
+    fn mount(&mut self, op: &MountOp) -> SysResult<()>;
+    fn populate_dev(
+        &mut self,
+        target: &ChrootPath,
+        nodes: &[DeviceNode],
+        links: &[DevLink],
+    ) -> SysResult<()>;
+    /// Makes the prepared root `/` and detaches the host's.
+    fn pivot(&mut self) -> SysResult<()>;
+    fn set_hostname(&mut self, name: &str) -> SysResult<()>;
+}
+
+/// Runs the whole sequence. Returns the mount points it created, in creation order.
+pub fn apply(plan: &Plan, sys: &mut dyn MountSys) -> SysResult<Vec<Created>> {
+    sys.isolate()?;
+    sys.prepare_root(&plan.root)?;
+    let mut created = Vec::new();
+    for op in &plan.mounts {
+        if op.only_if_target_exists && !sys.exists(&op.target)? {
+            continue;
+        }
+        let dir = match &op.kind {
+            MountKind::Bind { source } => sys.source_is_dir(source),
+            _ => true,
+        };
+        created.extend(sys.make_mount_point(&op.target, dir)?);
+        sys.mount(op)?;
+        if let MountKind::Dev { nodes, links } = &op.kind {
+            sys.populate_dev(&op.target, nodes, links)?;
+        }
+    }
+    sys.pivot()?;
+    sys.set_hostname(&plan.hostname)?;
+    Ok(created)
+}
+
+/// Removes the mount points bldr created, innermost first, after the build. Only empty
+/// directories and empty regular files go; a mount still on one makes the removal fail
+/// (EBUSY) and it stays, so nothing is ever deleted through a mount. Runs inside the new
+/// root, after every process of the build is dead.
+pub fn remove_created(created: &[Created]) -> Vec<String> {
+    let mut left = Vec::new();
+    for c in created.iter().rev() {
+        let (path, is_dir) = match c {
+            Created::Dir(p) => (p, true),
+            Created::File(p) => (p, false),
+        };
+        // Unmount first: what was mounted here is the build's, in this namespace only.
+        while sys::unmount(path.as_str()).is_ok() {}
+        let res = if is_dir {
+            std::fs::remove_dir(path.as_str())
+        } else {
+            match std::fs::symlink_metadata(path.as_str()) {
+                Ok(m) if m.is_file() && m.len() == 0 => std::fs::remove_file(path.as_str()),
+                Ok(_) => Err(std::io::Error::other("it is no longer an empty file")),
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = res {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                left.push(format!("{path}: {e}"));
+            }
+        }
+    }
+    left
+}
+
+/// The real mount sequence.
+#[derive(Default)]
+pub struct LiveMounts {
+    root: Option<OwnedFd>,
+    root_path: PathBuf,
+}
+
+impl LiveMounts {
+    fn root(&self) -> &OwnedFd {
+        self.root.as_ref().expect("prepare_root runs first")
+    }
+
+    fn resolve(&self, target: &ChrootPath) -> SysResult<OwnedFd> {
+        sys::resolve_in_root(self.root().as_fd(), target.relative()).map_err(|errno| SysError {
+            op: "resolve inside the chroot",
+            what: target.to_string(),
+            errno,
+        })
+    }
+}
+
+fn overlay_safe(p: &Path) -> bool {
+    !p.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .any(|b| b",:\\".contains(b))
+}
+
+impl MountSys for LiveMounts {
+    fn isolate(&mut self) -> SysResult<()> {
+        sys::make_root_slave()
+    }
+
+    fn prepare_root(&mut self, root: &Root) -> SysResult<()> {
+        let path = match root {
+            Root::Bind { path } => {
+                sys::bind_onto_itself(path)?;
+                path.clone()
+            }
+            Root::Overlay { lower, scratch } => {
+                let (upper, work, merged) = (
+                    scratch.join("upper"),
+                    scratch.join("work"),
+                    scratch.join("merged"),
+                );
+                for p in [lower, &upper, &work, &merged] {
+                    if !overlay_safe(p) {
+                        return Err(SysError {
+                            op: "mount the overlay with",
+                            what: format!(
+                                "{} (overlayfs cannot take `,`, `:` or `\\` in a path)",
+                                p.display()
+                            ),
+                            errno: Errno::EINVAL,
+                        });
+                    }
+                }
+                sys::mount_overlay(lower, &upper, &work, &merged)?;
+                merged
+            }
+        };
+        self.root = Some(sys::open_path(&path)?);
+        self.root_path = path;
+        Ok(())
+    }
+
+    fn exists(&mut self, target: &ChrootPath) -> SysResult<bool> {
+        match sys::resolve_in_root(self.root().as_fd(), target.relative()) {
+            Ok(_) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(errno) => Err(SysError {
+                op: "resolve inside the chroot",
+                what: target.to_string(),
+                errno,
+            }),
+        }
+    }
+
+    fn make_mount_point(&mut self, target: &ChrootPath, dir: bool) -> SysResult<Vec<Created>> {
+        let mut created = Vec::new();
+        let mut parent = self.resolve(&ChrootPath::root())?;
+        let mut so_far = ChrootPath::root();
+        let parts: Vec<&str> = target.components().collect();
+        for (i, name) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            so_far = so_far.join(name).map_err(|_| SysError {
+                op: "resolve inside the chroot",
+                what: target.to_string(),
+                errno: Errno::EINVAL,
+            })?;
+            match sys::resolve_in_root(self.root().as_fd(), so_far.relative()) {
+                Ok(fd) => {
+                    if !last && !sys::is_dir(fd.as_fd()) {
+                        return Err(SysError {
+                            op: "create mount point",
+                            what: format!("{target} ({so_far} is not a directory)"),
+                            errno: Errno::ENOTDIR,
+                        });
+                    }
+                    parent = fd;
+                }
+                Err(Errno::ENOENT) => {
+                    // `so_far` may be a dangling symlink: resolving its parent inside the
+                    // root and creating the single name there cannot leave the root.
+                    if last && !dir {
+                        sys::create_file_at(parent.as_fd(), name, so_far.as_str())?;
+                        created.push(Created::File(so_far.clone()));
+                    } else {
+                        sys::mkdir_at(parent.as_fd(), name, so_far.as_str())?;
+                        created.push(Created::Dir(so_far.clone()));
+                    }
+                    parent = self.resolve(&so_far)?;
+                }
+                Err(errno) => {
+                    return Err(SysError {
+                        op: "resolve inside the chroot",
+                        what: so_far.to_string(),
+                        errno,
+                    })
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    fn source_is_dir(&mut self, source: &Path) -> bool {
+        sys::host_is_dir(source)
+    }
+
+    fn mount(&mut self, op: &MountOp) -> SysResult<()> {
+        let target = self.resolve(&op.target)?;
+        let what = op.target.as_str();
+        let mut flags = MsFlags::empty();
+        flags.set(MsFlags::MS_NOSUID, op.nosuid);
+        flags.set(MsFlags::MS_NODEV, op.nodev);
+        flags.set(MsFlags::MS_NOEXEC, op.noexec);
+        flags.set(MsFlags::MS_RDONLY, op.readonly);
+        let fd = target.as_fd();
+        match &op.kind {
+            MountKind::Proc => sys::mount_fs_at(fd, "proc", flags, None, what),
+            MountKind::Sysfs => {
+                sys::mount_fs_at(fd, "sysfs", flags | MsFlags::MS_RDONLY, None, what)
+            }
+            MountKind::Dev { .. } => {
+                sys::mount_fs_at(fd, "tmpfs", flags, Some("mode=755,size=4m"), what)
+            }
+            // A new instance with its own ptmx: the build never sees the host's ptys
+            // (devpts documentation, "newinstance").
+            MountKind::Devpts => sys::mount_fs_at(
+                fd,
+                "devpts",
+                flags,
+                Some("newinstance,ptmxmode=0666,mode=620"),
+                what,
+            ),
+            MountKind::Tmpfs { size, mode } => {
+                let mut data = format!("mode={mode:o}");
+                if let Some(s) = size {
+                    data.push_str(&format!(",size={}", s.mount_option()));
+                }
+                sys::mount_fs_at(fd, "tmpfs", flags, Some(&data), what)
+            }
+            MountKind::Bind { source } => {
+                let mut attrs = 0;
+                for (on, a) in [
+                    (op.readonly, sys::ATTR_RDONLY),
+                    (op.nosuid, sys::ATTR_NOSUID),
+                    (op.nodev, sys::ATTR_NODEV),
+                    (op.noexec, sys::ATTR_NOEXEC),
+                ] {
+                    if on {
+                        attrs |= a;
+                    }
+                }
+                sys::bind_tree_at(source, fd, attrs, what)
+            }
+        }
+    }
+
+    fn populate_dev(
+        &mut self,
+        target: &ChrootPath,
+        nodes: &[DeviceNode],
+        links: &[DevLink],
+    ) -> SysResult<()> {
+        let dir = self.resolve(target)?;
+        // The fd above is O_PATH; mknodat and symlinkat accept it as a directory.
+        for n in nodes {
+            sys::mknod_at(dir.as_fd(), &n.name, n.major, n.minor, n.mode)?;
+        }
+        for l in links {
+            sys::symlink_at(dir.as_fd(), &l.name, &l.to)?;
+        }
+        Ok(())
+    }
+
+    fn pivot(&mut self) -> SysResult<()> {
+        sys::pivot_into(self.root().as_fd())
+    }
+
+    fn set_hostname(&mut self, name: &str) -> SysResult<()> {
+        sys::set_hostname(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{build, PlanInputs};
+    use crate::profile::layer::parse_layer;
+    use crate::profile::{validate, Context};
+
+    /// Records the calls; pretends `existing` paths exist in the root.
+    struct Recorder {
+        calls: Vec<String>,
+        existing: Vec<&'static str>,
+    }
+
+    impl MountSys for Recorder {
+        fn isolate(&mut self) -> SysResult<()> {
+            self.calls.push("isolate".into());
+            Ok(())
+        }
+        fn prepare_root(&mut self, root: &Root) -> SysResult<()> {
+            self.calls.push(format!("root {root:?}"));
+            Ok(())
+        }
+        fn exists(&mut self, t: &ChrootPath) -> SysResult<bool> {
+            Ok(self.existing.contains(&t.as_str()))
+        }
+        fn make_mount_point(&mut self, t: &ChrootPath, dir: bool) -> SysResult<Vec<Created>> {
+            if self.existing.contains(&t.as_str()) {
+                return Ok(vec![]);
+            }
+            self.calls.push(format!("mkpoint {t} dir={dir}"));
+            Ok(vec![if dir {
+                Created::Dir(t.clone())
+            } else {
+                Created::File(t.clone())
+            }])
+        }
+        fn source_is_dir(&mut self, s: &Path) -> bool {
+            !s.ends_with("file")
+        }
+        fn mount(&mut self, op: &MountOp) -> SysResult<()> {
+            let kind = match &op.kind {
+                MountKind::Bind { source } => format!("bind {}", source.display()),
+                other => format!("{other:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_lowercase(),
+            };
+            self.calls
+                .push(format!("mount {} {kind} ro={}", op.target, op.readonly));
+            Ok(())
+        }
+        fn populate_dev(
+            &mut self,
+            t: &ChrootPath,
+            n: &[DeviceNode],
+            _: &[DevLink],
+        ) -> SysResult<()> {
+            self.calls.push(format!("populate {t} {}", n.len()));
+            Ok(())
+        }
+        fn pivot(&mut self) -> SysResult<()> {
+            self.calls.push("pivot".into());
+            Ok(())
+        }
+        fn set_hostname(&mut self, n: &str) -> SysResult<()> {
+            self.calls.push(format!("hostname {n}"));
+            Ok(())
+        }
+    }
+
+    fn run(yaml: &str, existing: Vec<&'static str>) -> (Vec<String>, Vec<Created>) {
+        let layer = parse_layer(yaml.as_bytes(), Path::new("/p/t.yaml")).unwrap();
+        let ctx = Context {
+            name: "t".into(),
+            file: "/p/t.yaml".into(),
+            files: vec![],
+            home: None,
+            cwd: "/".into(),
+        };
+        let plan = build(&validate(&layer, &ctx).unwrap(), &PlanInputs::default());
+        let mut r = Recorder {
+            calls: vec![],
+            existing,
+        };
+        let created = apply(&plan, &mut r).unwrap();
+        (r.calls, created)
+    }
+
+    const BASE: &[&str] = &["/proc", "/sys", "/dev", "/etc/resolv.conf"];
+
+    #[test]
+    fn isolation_comes_before_any_mount_and_pivot_after_all() {
+        let (calls, _) = run(
+            "chroot: /r\ncommands: [true]\nshared: [/src]\n",
+            BASE.to_vec(),
+        );
+        assert_eq!(calls[0], "isolate");
+        assert!(calls[1].starts_with("root Bind"));
+        let pivot = calls.iter().position(|c| c == "pivot").unwrap();
+        assert!(
+            calls[..pivot]
+                .iter()
+                .filter(|c| c.starts_with("mount"))
+                .count()
+                >= 6
+        );
+        assert!(calls[pivot + 1..].iter().all(|c| !c.starts_with("mount")));
+        assert_eq!(calls.last().unwrap(), "hostname t");
+    }
+
+    #[test]
+    fn dev_is_populated_right_after_its_tmpfs_and_before_devpts() {
+        let (calls, _) = run("chroot: /r\ncommands: [true]\n", BASE.to_vec());
+        let dev = calls
+            .iter()
+            .position(|c| c.starts_with("mount /dev dev"))
+            .unwrap();
+        assert_eq!(calls[dev + 1], "populate /dev 6");
+        assert!(calls[dev + 2..]
+            .iter()
+            .any(|c| c.starts_with("mount /dev/pts devpts")));
+    }
+
+    #[test]
+    fn resolv_conf_is_bound_only_when_the_chroot_has_one() {
+        let (calls, _) = run(
+            "chroot: /r\ncommands: [true]\n",
+            vec!["/proc", "/sys", "/dev"],
+        );
+        assert!(
+            !calls.iter().any(|c| c.contains("resolv.conf")),
+            "{calls:?}"
+        );
+        let (calls, _) = run("chroot: /r\ncommands: [true]\n", BASE.to_vec());
+        assert!(
+            calls
+                .iter()
+                .any(|c| c == "mount /etc/resolv.conf bind /etc/resolv.conf ro=true"),
+            "{calls:?}"
+        );
+    }
+
+    #[test]
+    fn missing_mount_points_are_created_and_reported() {
+        let (calls, created) = run("chroot: /r\ncommands: [true]\nshared: [{source: /h/file, target: /etc/x.conf}]\ntmpfs: [/var/tmp/portage]\n", BASE.to_vec());
+        assert!(calls.contains(&"mkpoint /etc/x.conf dir=false".to_string()));
+        assert!(created.contains(&Created::Dir(
+            ChrootPath::parse("/var/tmp/portage").unwrap()
+        )));
+        assert!(created.contains(&Created::File(ChrootPath::parse("/etc/x.conf").unwrap())));
+    }
+
+    #[test]
+    fn readonly_shares_are_mounted_readonly() {
+        let (calls, _) = run(
+            "chroot: /r\ncommands: [true]\nshared: [{source: /src, readonly: true}]\n",
+            BASE.to_vec(),
+        );
+        assert!(
+            calls.contains(&"mount /src bind /src ro=true".to_string()),
+            "{calls:?}"
+        );
+    }
+}

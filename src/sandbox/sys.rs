@@ -1,0 +1,353 @@
+//! Thin wrappers over the syscalls the sandbox uses. Each does one call and returns a
+//! [`SysError`] naming the operation and the path. Comments cite the man page where the
+//! reason for a flag is not obvious. Nothing here decides anything.
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::{Mode, SFlag};
+use std::ffi::CString;
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// A failed syscall: what was attempted, on what, and the kernel's answer.
+#[derive(Debug, Clone)]
+pub struct SysError {
+    pub op: &'static str,
+    pub what: String,
+    pub errno: Errno,
+}
+
+impl fmt::Display for SysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.what, self.errno.desc())?;
+        let hint = match self.errno {
+            Errno::EPERM if !super::is_root() => Some("run as root (sudo bldr ...)"),
+            Errno::EPERM => Some("the kernel or a security module refused it; `bldr check` lists what this host supports"),
+            Errno::ENOSYS => Some("the kernel is too old for this call; `bldr check` says what is missing"),
+            Errno::EROFS => Some("the mount point must be created in a read-only tree; create it there, or share the tree writable"),
+            _ => None,
+        };
+        if let Some(h) = hint {
+            write!(f, " ({h})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SysError {}
+
+pub type SysResult<T> = Result<T, SysError>;
+
+fn err(op: &'static str, what: impl fmt::Display) -> impl FnOnce(Errno) -> SysError {
+    let what = what.to_string();
+    move |errno| SysError { op, what, errno }
+}
+
+/// `mount(NULL, "/", NULL, MS_REC|MS_SLAVE)`: from here on no mount event of ours can
+/// propagate to the host, even when the host's `/` is shared (systemd). mount_namespaces(7).
+pub fn make_root_slave() -> SysResult<()> {
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(err("make / recursively slave", "/"))
+}
+
+/// Binds `path` onto itself, recursively, so that it is a mount point (pivot_root(2)
+/// requires one) private to this namespace.
+pub fn bind_onto_itself(path: &Path) -> SysResult<()> {
+    nix::mount::mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err("bind the chroot onto itself", path.display()))
+}
+
+/// Mounts an overlay at `merged`. The paths must not contain `,` `:` or `\`, which the
+/// overlay option syntax gives meaning to; the caller checks.
+pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> SysResult<()> {
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(err("mount the overlay on", merged.display()))
+}
+
+/// Opens a directory as an `O_PATH` handle.
+pub fn open_path(path: &Path) -> SysResult<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("open", path.display()))
+}
+
+/// Opens a directory for reading and writing entries below it (`O_DIRECTORY`).
+pub fn open_dir(path: &Path) -> SysResult<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("open", path.display()))
+}
+
+/// Resolves `rel` below `root` as if `root` were `/`: `..` and absolute symlinks stay
+/// inside (openat2(2) `RESOLVE_IN_ROOT`), and /proc magic links are refused. Returns the
+/// raw errno so the caller can tell a missing entry from a failure.
+pub fn resolve_in_root(root: BorrowedFd<'_>, rel: &str) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let rel = if rel.is_empty() { "." } else { rel };
+    nix::fcntl::openat2(root, rel, how)
+}
+
+/// Creates directory `name` (one component) in `parent`.
+pub fn mkdir_at(parent: BorrowedFd<'_>, name: &str, what: &str) -> SysResult<()> {
+    nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o755))
+        .map_err(err("create mount point", what))
+}
+
+/// Creates an empty regular file `name` (one component) in `parent`, never following a
+/// symlink and never reusing an existing entry.
+pub fn create_file_at(parent: BorrowedFd<'_>, name: &str, what: &str) -> SysResult<()> {
+    nix::fcntl::openat(
+        parent,
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map(drop)
+    .map_err(err("create mount point", what))
+}
+
+/// True when the handle refers to a directory.
+pub fn is_dir(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd)
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+}
+
+/// True when the host path is a directory (following symlinks, as a bind does).
+pub fn host_is_dir(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+fn fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Mounts a fresh filesystem on the directory `target` (an `O_PATH` handle), through its
+/// /proc/self/fd magic link so the path is never resolved again.
+pub fn mount_fs_at(
+    target: BorrowedFd<'_>,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+    what: &str,
+) -> SysResult<()> {
+    nix::mount::mount(
+        Some(fstype),
+        fd_path(target).as_str(),
+        Some(fstype),
+        flags,
+        data,
+    )
+    .map_err(err("mount", format!("{fstype} on {what}")))
+}
+
+fn syscall_result(ret: libc::c_long) -> Result<libc::c_long, Errno> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Clones the mount tree at `source` (open_tree(2) `OPEN_TREE_CLONE|AT_RECURSIVE`),
+/// applies the attributes to every mount in it (mount_setattr(2) `AT_RECURSIVE`: a
+/// read-only share is read-only in its sub-mounts too), then attaches it at `target`
+/// (move_mount(2)). The tree is detached until the last step, so a failure leaves nothing.
+pub fn bind_tree_at(
+    source: &Path,
+    target: BorrowedFd<'_>,
+    attrs: u64,
+    what: &str,
+) -> SysResult<()> {
+    let csource = CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| SysError {
+        op: "bind",
+        what: source.display().to_string(),
+        errno: Errno::EINVAL,
+    })?;
+    // SAFETY: open_tree takes a dirfd, a NUL-terminated path that outlives the call, and
+    // flags; it returns a new fd or -1.
+    let tree = syscall_result(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            csource.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    })
+    .map_err(err("clone the mount tree of", source.display()))?;
+    // SAFETY: open_tree returned a fresh fd that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    if attrs != 0 {
+        set_attrs_recursive(tree.as_fd(), attrs, source)?;
+    }
+    let empty = c"";
+    // SAFETY: both fds are valid for the call, both paths are empty NUL-terminated strings,
+    // as MOVE_MOUNT_{F,T}_EMPTY_PATH require.
+    syscall_result(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })
+    .map_err(err("attach the bind mount on", what))?;
+    Ok(())
+}
+
+/// mount_setattr(2) with `AT_RECURSIVE` on a mount handle.
+fn set_attrs_recursive(tree: BorrowedFd<'_>, attrs: u64, source: &Path) -> SysResult<()> {
+    let attr = libc::mount_attr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: `attr` lives across the call and its size is passed; the path is empty and
+    // AT_EMPTY_PATH makes the call act on the fd itself.
+    syscall_result(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    })
+    .map(drop)
+    .map_err(err(
+        "set mount attributes (mount_setattr) on",
+        source.display(),
+    ))
+}
+
+pub const ATTR_RDONLY: u64 = libc::MOUNT_ATTR_RDONLY;
+pub const ATTR_NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
+pub const ATTR_NODEV: u64 = libc::MOUNT_ATTR_NODEV;
+pub const ATTR_NOEXEC: u64 = libc::MOUNT_ATTR_NOEXEC;
+
+/// Creates a character device node in `dir`.
+pub fn mknod_at(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    major: u32,
+    minor: u32,
+    mode: u32,
+) -> SysResult<()> {
+    nix::sys::stat::mknodat(
+        dir,
+        name,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(mode),
+        nix::sys::stat::makedev(major.into(), minor.into()),
+    )
+    .map_err(err("create device node", format!("/dev/{name}")))
+}
+
+pub fn symlink_at(dir: BorrowedFd<'_>, name: &str, to: &str) -> SysResult<()> {
+    nix::unistd::symlinkat(to, dir, name).map_err(err("create symlink", format!("/dev/{name}")))
+}
+
+/// Makes `root` the root of this mount namespace and detaches the old root entirely.
+/// `pivot_root(".", ".")` stacks the old root on top of the new one, and the lazy unmount
+/// of "." then removes it, so no directory for the old root is needed in the chroot
+/// (pivot_root(2), NOTES).
+pub fn pivot_into(root: BorrowedFd<'_>) -> SysResult<()> {
+    nix::unistd::fchdir(root).map_err(err("enter", "the new root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(err("pivot_root into", "the chroot"))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(err("detach", "the old root"))?;
+    nix::unistd::chdir("/").map_err(err("enter", "/"))
+}
+
+pub fn set_hostname(name: &str) -> SysResult<()> {
+    nix::unistd::sethostname(name).map_err(err("set hostname", name))
+}
+
+/// Lazily unmounts `path` (inside the current root).
+pub fn unmount(path: &str) -> Result<(), Errno> {
+    nix::mount::umount2(path, MntFlags::MNT_DETACH)
+}
+
+/// The inode of one of this process's namespaces (`/proc/self/ns/NAME`).
+pub fn namespace_inode(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/ns/{name}"))
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
+/// Closes every descriptor from `first` up (close_range(2)).
+pub fn close_from(first: u32) {
+    // SAFETY: close_range only closes descriptors; callers own everything at or above
+    // `first` and keep no Rust handles to them.
+    unsafe {
+        libc::close_range(first, u32::MAX, 0);
+    }
+}
+
+/// Brings the loopback device of the current network namespace up (netdevice(7)).
+pub fn loopback_up() -> SysResult<()> {
+    let fail = err("bring up", "lo");
+    // SAFETY: socket() has no memory arguments.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(fail(Errno::last()));
+    }
+    // SAFETY: the fd was just created and is owned here.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads into the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(fail(Errno::last()));
+    }
+    // SAFETY: the flags member of the union is the one SIOCGIFFLAGS filled.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(fail(Errno::last()));
+    }
+    Ok(())
+}
