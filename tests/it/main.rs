@@ -1,0 +1,8 @@
+//! bldr's integration tests: one binary, one module per area.
+//! `cli` and `corpus` need nothing special; `root` creates namespaces and needs root
+//! (with BLDR_REQUIRE_ROOT_TESTS=1 a root test that cannot run fails instead of skipping).
+
+mod cli;
+mod corpus;
+mod fuzz;
+mod root;
