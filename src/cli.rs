@@ -275,7 +275,7 @@ fn list(search: &SearchPath, json: bool) -> i32 {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:width$}  {}  {}", "NAME", "FILE", "DESCRIPTION");
+    println!("{:width$}  FILE  DESCRIPTION", "NAME");
     for r in &rows {
         println!(
             "{:width$}  {}  {}",

@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod artifact;
 pub mod check;
 pub mod chroot_path;
 pub mod cli;

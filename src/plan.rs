@@ -157,6 +157,10 @@ pub struct Plan {
     /// `bldr shell`.
     #[serde(default)]
     pub tty: bool,
+    /// Where copied artifacts go on the host (the run's staging folder), opened by the
+    /// sandbox before it leaves the host's root. Set by `run`, not by the profile.
+    #[serde(default)]
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 /// Facts from outside the profile that a plan needs. Pure values.
@@ -434,6 +438,7 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
         timeout_ms: profile.timeout.map(|d| d.as_millis() as u64),
         grace_ms: GRACE_MS,
         tty: false,
+        artifacts_dir: None,
     }
 }
 

@@ -39,15 +39,31 @@ pub fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Creates `<out>/<profile>/<run-id>/` exclusively; returns its path and the id used.
-pub fn create_run_dir(out: &Path, profile: &str) -> io::Result<(String, PathBuf)> {
+/// A run directory while the run is going on: `<out>/<profile>/<run-id>.incomplete/`,
+/// renamed to `<run-id>/` once its record is complete.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub id: String,
+    /// Where the run is written while it goes on.
+    pub work: PathBuf,
+    /// Where it is published when complete.
+    pub done: PathBuf,
+}
+
+/// Creates `<out>/<profile>/<run-id>.incomplete/` exclusively, for a run id that is free
+/// in both forms.
+pub fn create_run_dir(out: &Path, profile: &str) -> io::Result<RunDir> {
     let parent = out.join(profile);
     fs::create_dir_all(&parent)?;
     for _ in 0..16 {
         let id = new_run_id(SystemTime::now());
-        let dir = parent.join(&id);
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok((id, dir)),
+        let done = parent.join(&id);
+        let work = parent.join(format!("{id}.incomplete"));
+        if done.exists() {
+            continue;
+        }
+        match fs::create_dir(&work) {
+            Ok(()) => return Ok(RunDir { id, work, done }),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -56,6 +72,14 @@ pub fn create_run_dir(out: &Path, profile: &str) -> io::Result<(String, PathBuf)
         io::ErrorKind::AlreadyExists,
         "could not find a free run id",
     ))
+}
+
+impl RunDir {
+    /// Publishes the run: one rename, so it is never half-visible under its final name.
+    /// `rename` refuses to replace a non-empty directory, so no earlier run is touched.
+    pub fn publish(&self) -> io::Result<()> {
+        fs::rename(&self.work, &self.done)
+    }
 }
 
 /// The build log: created once, appended to as output arrives, never buffered.
@@ -150,8 +174,13 @@ pub struct CommandRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArtifactRecord {
+    /// The index of the rule in `artifacts` that selected it.
+    pub rule: usize,
     /// Relative to the artifacts folder (or to the rule's `from` for shared-tree files).
     pub path: String,
+    /// The exact bytes of `path` in hex, when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path_hex: Option<String>,
     pub size: u64,
     pub sha256: String,
     /// Where it came from inside the chroot.
@@ -165,6 +194,7 @@ pub struct ArtifactRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Refusal {
+    pub rule: usize,
     pub path: String,
     pub reason: String,
 }
@@ -198,9 +228,73 @@ pub struct Report {
     pub message: Option<String>,
     pub namespaces: Namespaces,
     pub commands: Vec<CommandRecord>,
-    pub artifacts: Vec<ArtifactRecord>,
+    pub artifacts: ArtifactList,
     pub refused: Vec<Refusal>,
     pub host_clean: HostClean,
+}
+
+/// The artifacts of a report: in memory when read back, or streamed from the run's
+/// JSON-lines list when written, so that writing a report of 100,000 artifacts takes no
+/// more memory than one of ten.
+#[derive(Debug, Clone)]
+pub enum ArtifactList {
+    Loaded(Vec<ArtifactRecord>),
+    Streamed { file: PathBuf, count: usize },
+}
+
+impl ArtifactList {
+    pub fn len(&self) -> usize {
+        match self {
+            ArtifactList::Loaded(v) => v.len(),
+            ArtifactList::Streamed { count, .. } => *count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every record, one at a time.
+    pub fn for_each(&self, mut f: impl FnMut(ArtifactRecord)) -> io::Result<()> {
+        match self {
+            ArtifactList::Loaded(v) => v.iter().cloned().for_each(f),
+            ArtifactList::Streamed { file, .. } => {
+                use std::io::BufRead;
+                for line in io::BufReader::new(File::open(file)?).lines() {
+                    if let Ok(rec) = serde_json::from_str(&line?) {
+                        f(rec);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for ArtifactList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        let mut failed = None;
+        let mut result = Ok(());
+        self.for_each(|rec| {
+            if result.is_ok() {
+                result = seq.serialize_element(&rec);
+            }
+        })
+        .unwrap_or_else(|e| failed = Some(e));
+        result?;
+        if let Some(e) = failed {
+            return Err(S::Error::custom(e));
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ArtifactList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::deserialize(d).map(ArtifactList::Loaded)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -329,12 +423,14 @@ mod tests {
     }
 
     #[test]
-    fn run_dirs_are_never_reused() {
+    fn run_dirs_are_never_reused_and_publish_by_rename() {
         let t = tempfile::tempdir().unwrap();
-        let (a, da) = create_run_dir(t.path(), "p").unwrap();
-        let (b, db) = create_run_dir(t.path(), "p").unwrap();
-        assert_ne!(a, b);
-        assert_ne!(da, db);
+        let a = create_run_dir(t.path(), "p").unwrap();
+        let b = create_run_dir(t.path(), "p").unwrap();
+        assert_ne!(a.id, b.id);
+        assert!(a.work.ends_with(format!("{}.incomplete", a.id)));
+        a.publish().unwrap();
+        assert!(a.done.is_dir() && !a.work.exists());
     }
 
     #[test]

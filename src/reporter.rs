@@ -163,21 +163,20 @@ impl Reporter {
         })
     }
 
-    /// Runs `f` with the status line out of the way (for a collection progress bar).
-    pub fn progress_bar(&self, len: u64, what: &str) -> Option<ProgressBar> {
+    /// A live counter for artifact collection (files and bytes so far), on a terminal only;
+    /// plain mode gets the totals in a line when collection ends.
+    pub fn progress_bar(&self, what: &str) -> Option<ProgressBar> {
         self.with(|i| {
             if i.plain || i.quiet {
                 return None;
             }
-            let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {pos}/{len} files, {binary_bytes_per_sec}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.set_message(what.to_string());
+            bar.enable_steady_tick(Duration::from_millis(100));
             Some(bar)
         })
     }

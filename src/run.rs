@@ -2,11 +2,14 @@
 //! output to the terminal and the log, and write the run record. The sandbox does the
 //! work; this module only watches it and writes down what happened.
 
+use crate::artifact;
 use crate::exit;
 use crate::plan::{self, Plan, PlanInputs};
 use crate::profile::{Profile, ProfileErrors};
 use crate::readiness::{self, LiveHost};
-use crate::record::{self, BuildLog, CommandRecord, Outcome, Report};
+use crate::record::{
+    self, ArtifactList, ArtifactRecord, BuildLog, CommandRecord, Outcome, Refusal, Report,
+};
 use crate::reporter::Reporter;
 use crate::sandbox::launch;
 use crate::sandbox::proto::{Event, Frame};
@@ -60,6 +63,163 @@ pub fn ensure_ready(rep: &Reporter, profile: &Profile, plan: &Plan, out: &Path) 
     problems.is_empty()
 }
 
+/// Receives artifact records as they arrive and writes them to the run's JSON-lines list,
+/// keeping only counts in memory.
+pub struct ArtifactSink {
+    list: Option<std::io::BufWriter<std::fs::File>>,
+    pub list_path: PathBuf,
+    pub count: usize,
+    pub bytes: u64,
+    pub matched: Vec<usize>,
+    pub refused: Vec<Refusal>,
+    pub failed: Option<String>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ArtifactSink {
+    fn new(run_dir: &Path, rules: usize) -> ArtifactSink {
+        let list_path = run_dir.join(".artifacts.jsonl");
+        let list = std::fs::File::create(&list_path)
+            .ok()
+            .map(std::io::BufWriter::new);
+        ArtifactSink {
+            list,
+            list_path,
+            count: 0,
+            bytes: 0,
+            matched: vec![0; rules],
+            refused: vec![],
+            failed: None,
+            bar: None,
+        }
+    }
+
+    fn add(&mut self, rep: &Reporter, rec: &ArtifactRecord) {
+        use std::io::Write;
+        if self.bar.is_none() {
+            self.bar = rep.progress_bar("collecting artifacts");
+        }
+        self.count += 1;
+        self.bytes += rec.size;
+        if let Some(m) = self.matched.get_mut(rec.rule) {
+            *m += 1;
+        }
+        if let Some(b) = &self.bar {
+            b.set_position(self.count as u64);
+            b.set_message(format!(
+                "collecting artifacts: {} files, {}",
+                self.count,
+                indicatif::HumanBytes(self.bytes)
+            ));
+        }
+        let ok = self.list.as_mut().is_some_and(|f| {
+            serde_json::to_writer(&mut *f, rec).is_ok() && f.write_all(b"\n").is_ok()
+        });
+        if !ok && self.failed.is_none() {
+            self.failed = Some(format!("cannot write {}", self.list_path.display()));
+        }
+    }
+
+    fn refuse(&mut self, rule: usize, path: String, reason: String) {
+        self.refused.push(Refusal { rule, path, reason });
+    }
+
+    fn close(&mut self) {
+        use std::io::Write;
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if let Some(mut f) = self.list.take() {
+            if f.flush().is_err() && self.failed.is_none() {
+                self.failed = Some(format!("cannot write {}", self.list_path.display()));
+            }
+        }
+    }
+
+    pub fn list(&self) -> ArtifactList {
+        ArtifactList::Streamed {
+            file: self.list_path.clone(),
+            count: self.count,
+        }
+    }
+}
+
+/// Records the files of shared-tree rules that are new or changed since the run began.
+fn record_in_place(
+    rep: &Reporter,
+    plan: &Plan,
+    before: &[Option<artifact::Snapshot>],
+    sink: &mut ArtifactSink,
+) {
+    for (i, rule) in plan.artifacts.iter().enumerate() {
+        let (Some(dir), Some(Some(snap))) = (&rule.host_path, before.get(i)) else {
+            continue;
+        };
+        let Ok(sel) = artifact::Selector::new(rule) else {
+            continue;
+        };
+        let (found, refused) = artifact::changed_in_place(dir, &sel, snap);
+        for (rel, why) in refused {
+            sink.refuse(i, rel.display().to_string(), why);
+        }
+        for f in found {
+            match record::sha256_file(&f.host_path) {
+                Ok(sha256) => {
+                    let (path, path_hex) = artifact::display_path(artifact::bytes_of(&f.rel));
+                    sink.add(
+                        rep,
+                        &ArtifactRecord {
+                            rule: i,
+                            path,
+                            path_hex,
+                            size: f.size,
+                            sha256,
+                            source: format!(
+                                "{}/{}",
+                                rule.from.as_str().trim_end_matches('/'),
+                                f.rel.display()
+                            ),
+                            stored: "in-place".into(),
+                            host_path: Some(f.host_path.clone()),
+                        },
+                    );
+                }
+                Err(e) => sink.refuse(
+                    i,
+                    f.rel.display().to_string(),
+                    format!("cannot be read: {e}"),
+                ),
+            }
+        }
+    }
+}
+
+/// Writes `SHA256SUMS` for the copied artifacts, in the format `sha256sum -c` checks.
+fn write_sha256sums(dir: &Path, list: &ArtifactList) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join("SHA256SUMS"))?,
+    );
+    let mut result = Ok(());
+    list.for_each(|rec| {
+        if rec.stored != "copied" || result.is_err() {
+            return;
+        }
+        let bytes = match &rec.path_hex {
+            Some(h) => (0..h.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+                .collect(),
+            None => rec.path.as_bytes().to_vec(),
+        };
+        result = out.write_all(&artifact::sha256sums_line(&rec.sha256, &bytes));
+    })?;
+    result?;
+    out.flush()
+}
+
 /// Runs the profile; returns bldr's exit code.
 pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     let state = crate::state::state_dir();
@@ -69,11 +229,11 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         host_env: host_env(),
         scratch: state.join("scratch"),
     };
-    let plan = plan::build(profile, &inputs);
+    let mut plan = plan::build(profile, &inputs);
     if !ensure_ready(rep, profile, &plan, &out) {
         return exit::USAGE;
     }
-    let (run_id, run_dir) = match record::create_run_dir(&out, &profile.name) {
+    let run_dir = match record::create_run_dir(&out, &profile.name) {
         Ok(x) => x,
         Err(e) => {
             rep.error(&format!(
@@ -83,16 +243,26 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
             return exit::SETUP;
         }
     };
-    let mut log = match BuildLog::create(&run_dir) {
+    let run_id = run_dir.id.clone();
+    let work = run_dir.work.clone();
+    let mut log = match BuildLog::create(&work) {
         Ok(l) => l,
         Err(e) => {
             rep.error(&format!(
                 "cannot create {}: {e}",
-                run_dir.join("build.log").display()
+                work.join("build.log").display()
             ));
             return exit::SETUP;
         }
     };
+    if !plan.artifacts.is_empty() {
+        let dir = work.join("artifacts");
+        if let Err(e) = std::fs::create_dir(&dir) {
+            rep.error(&format!("cannot create {}: {e}", dir.display()));
+            return exit::SETUP;
+        }
+        plan.artifacts_dir = Some(dir);
+    }
     log.note(&format!(
         "bldr {} run {run_id} of profile {} ({})",
         env!("CARGO_PKG_VERSION"),
@@ -114,13 +284,80 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         profile.chroot.display()
     ));
 
-    let watch = watch(rep, &plan, &mut log);
+    // Shared-tree rules: what is there before the run is not the run's.
+    let snapshots: Vec<Option<artifact::Snapshot>> = plan
+        .artifacts
+        .iter()
+        .map(|a| {
+            a.host_path
+                .as_ref()
+                .filter(|_| !a.copy)
+                .map(|p| artifact::snapshot(p))
+        })
+        .collect();
+    let mut sink = ArtifactSink::new(&work, plan.artifacts.len());
+    let watch = watch(rep, &plan, &mut log, &mut sink);
+    let setup_ok = watch.setup_failed.is_none() && watch.interrupted_by.is_none();
+    if setup_ok {
+        record_in_place(rep, &plan, &snapshots, &mut sink);
+    }
+    sink.close();
     let ended_at = SystemTime::now();
     let mounts_after = record::host_mounts();
     let host_clean = record::compare_mounts(&watch.mounts_before, &mounts_after);
 
-    let (outcome, code) = watch.outcome();
-    let message = watch.message.clone();
+    let (mut outcome, mut code) = watch.outcome();
+    let mut message = watch.message.clone();
+    for r in &sink.refused {
+        log.note(&format!("artifact refused: {}: {}", r.path, r.reason));
+    }
+    if let Some(dir) = &plan.artifacts_dir {
+        if sink.failed.is_none() {
+            if let Err(e) = write_sha256sums(dir, &sink.list()) {
+                sink.failed = Some(format!(
+                    "cannot write {}: {e}",
+                    dir.join("SHA256SUMS").display()
+                ));
+            }
+        }
+    }
+    let missing: Vec<String> = plan
+        .artifacts
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| a.required && sink.matched.get(*i) == Some(&0))
+        .map(|(i, a)| {
+            format!(
+                "artifacts[{i}] (from {}) is required and matched no file",
+                a.from
+            )
+        })
+        .collect();
+    if outcome == Outcome::Success {
+        if let Some(f) = &sink.failed {
+            (outcome, code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
+            message = Some(f.clone());
+        } else if !missing.is_empty() {
+            (outcome, code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
+            message = Some(missing.join("; "));
+        }
+    }
+    if let Some(f) = &sink.failed {
+        rep.error(f);
+        log.note(&format!("artifact collection failed: {f}"));
+    }
+    for m in &missing {
+        log.note(m);
+        if outcome == Outcome::ArtifactsFailed {
+            rep.error(m);
+        }
+    }
+    if !plan.artifacts.is_empty() {
+        log.note(&format!(
+            "artifacts: {} files, {} bytes",
+            sink.count, sink.bytes
+        ));
+    }
     match outcome {
         Outcome::Success => log.note("outcome: success"),
         o => log.note(&format!(
@@ -138,12 +375,18 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         );
     }
     log.sync();
-
+    // A collection that failed part-way stays `<run-id>.incomplete`; everything else is
+    // published under its id.
+    let publish = sink.failed.is_none();
     let report = Report {
         schema_version: record::SCHEMA_VERSION,
         bldr_version: env!("CARGO_PKG_VERSION").into(),
         run_id: run_id.clone(),
-        run_dir: run_dir.clone(),
+        run_dir: if publish {
+            run_dir.done.clone()
+        } else {
+            run_dir.work.clone()
+        },
         profile: record::ProfileInfo {
             name: profile.name.clone(),
             path: profile.file.clone(),
@@ -166,34 +409,58 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
             mnt: watch.mnt_ns,
         },
         commands: watch.commands(&plan),
-        artifacts: vec![],
-        refused: vec![],
+        artifacts: sink.list(),
+        refused: sink.refused.clone(),
         host_clean,
     };
-    finish(rep, &state, &run_dir, &report, opts.json);
+    finish(rep, &state, &run_dir, publish, &report, opts.json);
     code
 }
 
-/// Writes report.json, the `latest` link and the index entry, and prints the summary.
-fn finish(rep: &Reporter, state: &Path, run_dir: &Path, report: &Report, json: bool) {
-    let text = serde_json::to_string_pretty(report).expect("reports serialize");
-    if let Err(e) =
-        record::write_atomically(&run_dir.join("report.json"), format!("{text}\n").as_bytes())
-    {
-        rep.error(&format!(
-            "cannot write {}: {e}",
-            run_dir.join("report.json").display()
-        ));
+/// Writes report.json, publishes the run directory, switches `latest`, appends the index
+/// entry and prints the summary.
+fn finish(
+    rep: &Reporter,
+    state: &Path,
+    run_dir: &record::RunDir,
+    publish: bool,
+    report: &Report,
+    json: bool,
+) {
+    let work = &run_dir.work;
+    let report_path = work.join("report.json");
+    let written = serde_json::to_vec_pretty(report)
+        .map_err(std::io::Error::other)
+        .and_then(|mut text| {
+            text.push(b'\n');
+            record::write_atomically(&report_path, &text)
+        });
+    if let Err(e) = written {
+        rep.error(&format!("cannot write {}: {e}", report_path.display()));
     }
-    if let Some(parent) = run_dir.parent() {
-        if let Err(e) = record::set_latest(parent, &report.run_id) {
-            rep.warn(&format!("cannot update {}/latest: {e}", parent.display()));
+    let _ = std::fs::remove_file(work.join(".artifacts.jsonl"));
+    let mut final_dir = work.clone();
+    if publish {
+        match run_dir.publish() {
+            Ok(()) => {
+                final_dir = run_dir.done.clone();
+                if let Some(parent) = final_dir.parent() {
+                    if let Err(e) = record::set_latest(parent, &report.run_id) {
+                        rep.warn(&format!("cannot update {}/latest: {e}", parent.display()));
+                    }
+                }
+            }
+            Err(e) => rep.error(&format!(
+                "cannot publish {} as {}: {e}",
+                work.display(),
+                run_dir.done.display()
+            )),
         }
     }
     let entry = record::IndexEntry {
         run_id: report.run_id.clone(),
         profile: report.profile.name.clone(),
-        run_dir: run_dir.to_path_buf(),
+        run_dir: final_dir.clone(),
         outcome: report.outcome,
         started: report.started.clone(),
         duration_ms: report.duration_ms,
@@ -206,19 +473,27 @@ fn finish(rep: &Reporter, state: &Path, run_dir: &Path, report: &Report, json: b
         ));
     }
     if json {
-        println!("{text}");
+        if let Ok(bytes) = std::fs::read(final_dir.join("report.json")) {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&bytes);
+        }
     }
     let took = format_duration(Duration::from_millis(report.duration_ms));
+    let artifacts = if report.artifacts.is_empty() {
+        String::new()
+    } else {
+        format!(", {} artifacts", report.artifacts.len())
+    };
     let summary = match report.outcome {
-        Outcome::Success => format!("{} succeeded in {took}", report.profile.name),
+        Outcome::Success => format!("{} succeeded in {took}{artifacts}", report.profile.name),
         o => format!(
-            "{} {} in {took} (exit {})",
+            "{} {} in {took} (exit {}){artifacts}",
             report.profile.name,
             o.as_str(),
             report.exit_code
         ),
     };
-    rep.info(&format!("{summary}; record in {}", run_dir.display()));
+    rep.info(&format!("{summary}; record in {}", final_dir.display()));
     if !report.host_clean.clean {
         rep.warn("the host's mount table changed during the run; see host_clean in report.json");
     }
@@ -290,7 +565,7 @@ impl Watch {
 
 /// Starts the sandbox and follows it to the end: output to the terminal and the log,
 /// signals forwarded. Used by `run` and by `shell` in its non-interactive form.
-pub fn watch(rep: &Reporter, plan: &Plan, log: &mut BuildLog) -> Watch {
+pub fn watch(rep: &Reporter, plan: &Plan, log: &mut BuildLog, sink: &mut ArtifactSink) -> Watch {
     let mut w = Watch {
         mounts_before: record::host_mounts(),
         pid_ns: 0,
@@ -410,7 +685,7 @@ pub fn watch(rep: &Reporter, plan: &Plan, log: &mut BuildLog) -> Watch {
                     };
                     log.note(&format!("<== {line}"));
                     if exit_code == Some(0) {
-                        rep.info(&format!("{line}"));
+                        rep.info(&line);
                     } else {
                         rep.error(&line);
                         if w.message.is_none() {
@@ -422,6 +697,33 @@ pub fn watch(rep: &Reporter, plan: &Plan, log: &mut BuildLog) -> Watch {
                     let _ = cmd_started;
                 }
                 Event::Terminal => {}
+                Event::ArtifactCopied {
+                    rule,
+                    path,
+                    path_hex,
+                    size,
+                    sha256,
+                    source,
+                } => sink.add(
+                    rep,
+                    &ArtifactRecord {
+                        rule,
+                        path,
+                        path_hex,
+                        size,
+                        sha256,
+                        source,
+                        stored: "copied".into(),
+                        host_path: None,
+                    },
+                ),
+                Event::ArtifactRefused { rule, path, reason } => sink.refuse(rule, path, reason),
+                Event::ArtifactRuleDone { .. } => {}
+                Event::ArtifactsFailed { message } => {
+                    if sink.failed.is_none() {
+                        sink.failed = Some(message);
+                    }
+                }
                 Event::Interrupted { signal } => {
                     log.note(&format!("signal {signal} forwarded to the build"))
                 }

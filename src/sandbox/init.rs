@@ -121,6 +121,17 @@ pub fn run(plan: &Plan, mut wire: Wire) -> i32 {
         pid_ns: sys::namespace_inode("pid"),
         mnt_ns: sys::namespace_inode("mnt"),
     });
+    // The only host folder the build's side ever writes to, opened while the host's root
+    // is still reachable; after the pivot this descriptor is the one way to it.
+    let stage = match plan.artifacts_dir.as_deref().map(sys::open_dir).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            wire.send(Event::SetupFailed {
+                message: e.to_string(),
+            });
+            return exit::SETUP;
+        }
+    };
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let created = match mounts::apply(plan, &mut LiveMounts::default()) {
         Ok(c) => c,
@@ -182,6 +193,13 @@ pub fn run(plan: &Plan, mut wire: Wire) -> i32 {
     init.wire.send(Event::Ready);
     let code = init.run_commands();
     let killed = init.kill_everything();
+    // Collect only once nothing of the build can change the files any more, and not
+    // when the user asked the build to stop.
+    if let (Some(stage), None) = (&stage, init.interrupted) {
+        if let Err(message) = super::collect::collect(plan, stage.as_fd(), &mut init.wire) {
+            init.wire.send(Event::ArtifactsFailed { message });
+        }
+    }
     let leftover = mounts::remove_created(&created);
     init.wire.send(Event::Cleaned {
         killed,

@@ -16,6 +16,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod collect;
 pub mod init;
 pub mod launch;
 pub mod mounts;

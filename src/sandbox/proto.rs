@@ -38,6 +38,31 @@ pub enum Event {
         killed: usize,
         leftover_mount_points: Vec<String>,
     },
+    /// A file copied into the artifacts folder. `path` is relative to it (and to the
+    /// rule's `from`); `path_hex` holds the exact bytes when they are not UTF-8.
+    ArtifactCopied {
+        rule: usize,
+        path: String,
+        path_hex: Option<String>,
+        size: u64,
+        sha256: String,
+        source: String,
+    },
+    /// A matched entry that was not copied, and why.
+    ArtifactRefused {
+        rule: usize,
+        path: String,
+        reason: String,
+    },
+    /// A rule is done; `matched` files were copied.
+    ArtifactRuleDone {
+        rule: usize,
+        matched: usize,
+    },
+    /// Collection stopped: disk full, an I/O error. Names the file.
+    ArtifactsFailed {
+        message: String,
+    },
     /// The master side of the command's new pty comes with this frame (SCM_RIGHTS).
     Terminal,
     /// Anything else worth a line in the log.

@@ -1,0 +1,204 @@
+//! Artifact collection inside the build's namespace, after every process of the build is
+//! dead: walk each rule's `from` in the pivoted root (so no path can lead out of the
+//! chroot), let [`crate::artifact::Selector`] decide, and copy regular files into the
+//! run's staging folder through a directory descriptor opened before the pivot. Nothing
+//! is written anywhere else; setuid/setgid bits are dropped; links are never followed.
+
+use super::init::Wire;
+use super::proto::Event;
+use crate::artifact::{self, Selector, Verdict};
+use crate::plan::Plan;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Copies every rule's files; returns an error message if collection had to stop.
+pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<(), String> {
+    let mut buf = vec![0u8; 1 << 18];
+    for (index, rule) in plan.artifacts.iter().enumerate() {
+        if rule.host_path.is_some() && !rule.copy {
+            // Already on the host in a shared tree: bldr's main process records it there.
+            continue;
+        }
+        let sel = Selector::new(rule).map_err(|e| format!("artifacts[{index}]: {e}"))?;
+        let from = Path::new(rule.from.as_str());
+        let mut matched = 0;
+        if from.is_dir() {
+            for entry in walkdir::WalkDir::new(from).follow_links(false) {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let path = e
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default();
+                        wire.send(Event::ArtifactRefused {
+                            rule: index,
+                            path,
+                            reason: format!("cannot be read: {e}"),
+                        });
+                        continue;
+                    }
+                };
+                let Ok(rel) = entry.path().strip_prefix(from) else {
+                    continue;
+                };
+                if rel.as_os_str().is_empty() {
+                    continue;
+                }
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                match sel.decide(rel, artifact::kind_of(entry.file_type()), size) {
+                    Verdict::Skip => {}
+                    Verdict::Refuse(reason) => wire.send(Event::ArtifactRefused {
+                        rule: index,
+                        path: artifact::display_path(rel.as_os_str().as_bytes()).0,
+                        reason,
+                    }),
+                    Verdict::Take => match copy_one(entry.path(), rel, stage, &mut buf) {
+                        Ok(Some((size, sha256))) => {
+                            matched += 1;
+                            let (path, path_hex) =
+                                artifact::display_path(rel.as_os_str().as_bytes());
+                            wire.send(Event::ArtifactCopied {
+                                rule: index,
+                                path,
+                                path_hex,
+                                size,
+                                sha256,
+                                source: entry.path().display().to_string(),
+                            });
+                        }
+                        Ok(None) => wire.send(Event::ArtifactRefused {
+                            rule: index,
+                            path: artifact::display_path(rel.as_os_str().as_bytes()).0,
+                            reason: "another rule already collected a file of this name".into(),
+                        }),
+                        Err(message) => return Err(message),
+                    },
+                }
+            }
+        }
+        wire.send(Event::ArtifactRuleDone {
+            rule: index,
+            matched,
+        });
+    }
+    Ok(())
+}
+
+fn io_err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+/// Opens (creating as needed) the folder for `rel`'s parent below `stage`.
+fn parent_dir(stage: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd, String> {
+    let mut dir = nix::unistd::dup(stage).map_err(|e| io_err("dup", e))?;
+    if let Some(parent) = rel.parent() {
+        for c in parent.components() {
+            let name = c.as_os_str();
+            match nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(io_err(
+                        &format!("create folder {} in the artifacts", parent.display()),
+                        e,
+                    ))
+                }
+            }
+            dir = nix::fcntl::openat(
+                dir.as_fd(),
+                name,
+                OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| {
+                io_err(
+                    &format!("open folder {} in the artifacts", parent.display()),
+                    e,
+                )
+            })?;
+        }
+    }
+    Ok(dir)
+}
+
+/// Copies one regular file, hashing it on the way. `Ok(None)` when the name is taken.
+fn copy_one(
+    src: &Path,
+    rel: &Path,
+    stage: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<Option<(u64, String)>, String> {
+    let shown = rel.display();
+    // O_NOFOLLOW and O_NONBLOCK: a swapped-in link is refused, a FIFO never blocks us.
+    let mut from = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(src)
+        .map_err(|e| io_err(&format!("open {}", src.display()), e))?;
+    let meta = from
+        .metadata()
+        .map_err(|e| io_err(&format!("stat {}", src.display()), e))?;
+    if !meta.is_file() {
+        return Err(format!("{} changed type during collection", src.display()));
+    }
+    let size = meta.len();
+    let free = nix::sys::statvfs::fstatvfs(stage)
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .unwrap_or(u64::MAX);
+    if size > free {
+        return Err(format!(
+            "disk full: the artifact {shown} needs {size} bytes and the output filesystem has {free} free"
+        ));
+    }
+    let dir = parent_dir(stage, rel)?;
+    let name = rel
+        .file_name()
+        .ok_or_else(|| format!("{shown} has no file name"))?;
+    let fd = match nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    ) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::EEXIST) => return Ok(None),
+        Err(e) => return Err(io_err(&format!("create the artifact {shown}"), e)),
+    };
+    let mut to = File::from(fd);
+    let mut hash = Sha256::new();
+    let mut copied = 0u64;
+    let result = (|| -> std::io::Result<()> {
+        loop {
+            let n = from.read(buf)?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            to.write_all(&buf[..n])?;
+            copied += n as u64;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        drop(to);
+        let _ = nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        let what = if e.raw_os_error() == Some(libc::ENOSPC) {
+            "disk full while writing the artifact"
+        } else {
+            "cannot copy the artifact"
+        };
+        return Err(format!("{what} {shown}: {e}"));
+    }
+    // Keep the permission bits but never setuid, setgid or sticky; keep the mtime.
+    let _ = nix::sys::stat::fchmod(to.as_fd(), Mode::from_bits_truncate(meta.mode() & 0o777));
+    let mtime = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    let _ = nix::sys::stat::futimens(to.as_fd(), &mtime, &mtime);
+    Ok(Some((copied, crate::record::hex(&hash.finalize()))))
+}
