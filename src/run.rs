@@ -482,7 +482,10 @@ fn finish(
     let artifacts = if report.artifacts.is_empty() {
         String::new()
     } else {
-        format!(", {} artifacts", report.artifacts.len())
+        match report.artifacts.len() {
+            1 => ", 1 artifact".to_string(),
+            n => format!(", {n} artifacts"),
+        }
     };
     let summary = match report.outcome {
         Outcome::Success => format!("{} succeeded in {took}{artifacts}", report.profile.name),
