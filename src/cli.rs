@@ -75,9 +75,10 @@ pub enum Cmd {
         /// Where run records go (default: the profile's `out:`, else <state>/runs).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Keep the ephemeral overlay layer after the run.
-        #[arg(long)]
-        keep: bool,
+        /// Keep the ephemeral overlay layer after the run (always, or only on failure);
+        /// `bldr shell --run RUN` enters it.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", value_name = "WHEN")]
+        keep: Option<run::Keep>,
         /// If another run holds the chroot's lock, exit 75 at once instead of waiting.
         #[arg(long)]
         no_wait: bool,
@@ -94,9 +95,13 @@ pub enum Cmd {
     /// runs CMD and returns its exit status. `bldr shell -D DIR [--bind ...]` is the
     /// profile-less form, like `systemd-nspawn -D DIR`.
     Shell {
-        /// A profile name or path (not with -D).
-        #[arg(required_unless_present = "directory", conflicts_with = "directory")]
+        /// A profile name or path (not with -D or --run).
+        #[arg(required_unless_present_any = ["directory", "run"], conflicts_with_all = ["directory", "run"])]
         profile: Option<String>,
+        /// Re-enter the kept overlay layer of an ephemeral run (`run --ephemeral --keep`),
+        /// for a post-mortem.
+        #[arg(long, value_name = "RUN", conflicts_with = "directory")]
+        run: Option<String>,
         /// Use DIR as the root directly, without a profile.
         #[arg(short = 'D', long = "directory", value_name = "DIR")]
         directory: Option<String>,
@@ -144,6 +149,8 @@ pub enum Cmd {
         #[arg(long)]
         parent: Option<i32>,
         #[arg(long)]
+        lock_fd: Option<i32>,
+        #[arg(long)]
         probe: bool,
     },
 }
@@ -163,11 +170,15 @@ pub fn main() -> i32 {
     };
     let search = SearchPath::from_env(cli.profiles.as_deref());
     match cli.command {
-        Cmd::Sandbox { parent, probe } => {
+        Cmd::Sandbox {
+            parent,
+            lock_fd,
+            probe,
+        } => {
             if probe {
                 crate::sandbox::probe::probe_namespaces_main()
             } else {
-                crate::sandbox::monitor_main(parent.unwrap_or(-1))
+                crate::sandbox::monitor_main(parent.unwrap_or(-1), lock_fd)
             }
         }
         Cmd::Run {
@@ -190,23 +201,29 @@ pub fn main() -> i32 {
                 &RunOptions {
                     out,
                     json,
-                    keep,
+                    keep: keep.unwrap_or_default(),
                     no_wait,
                 },
             )
         }
         Cmd::Shell {
             profile,
+            run,
             directory,
             overrides,
             command,
         } => {
             let rep = Reporter::new(ProgressMode::Auto);
+            let source = match (&profile, &run, directory) {
+                (_, Some(r), _) => crate::shell::Source::KeptRun(r),
+                (_, _, Some(d)) => crate::shell::Source::Directory(d),
+                (Some(p), _, _) => crate::shell::Source::Profile(p),
+                _ => return exit::USAGE,
+            };
             crate::shell::shell(
                 &rep,
                 &search,
-                profile.as_deref(),
-                directory,
+                source,
                 &overrides.to_overrides(None),
                 command,
             )

@@ -50,28 +50,25 @@ pub struct RunDir {
     pub done: PathBuf,
 }
 
-/// Creates `<out>/<profile>/<run-id>.incomplete/` exclusively, for a run id that is free
-/// in both forms.
-pub fn create_run_dir(out: &Path, profile: &str) -> io::Result<RunDir> {
+/// Creates `<out>/<profile>/<run-id>.incomplete/` exclusively. Fails if either form of
+/// the id is taken: an earlier run is never reused.
+pub fn create_run_dir(out: &Path, profile: &str, id: &str) -> io::Result<RunDir> {
     let parent = out.join(profile);
     fs::create_dir_all(&parent)?;
-    for _ in 0..16 {
-        let id = new_run_id(SystemTime::now());
-        let done = parent.join(&id);
-        let work = parent.join(format!("{id}.incomplete"));
-        if done.exists() {
-            continue;
-        }
-        match fs::create_dir(&work) {
-            Ok(()) => return Ok(RunDir { id, work, done }),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
+    let done = parent.join(id);
+    let work = parent.join(format!("{id}.incomplete"));
+    if done.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists", done.display()),
+        ));
     }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "could not find a free run id",
-    ))
+    fs::create_dir(&work)?;
+    Ok(RunDir {
+        id: id.to_string(),
+        work,
+        done,
+    })
 }
 
 impl RunDir {
@@ -231,6 +228,9 @@ pub struct Report {
     pub artifacts: ArtifactList,
     pub refused: Vec<Refusal>,
     pub host_clean: HostClean,
+    /// The overlay layer of an ephemeral run, when it was kept (`--keep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<PathBuf>,
 }
 
 /// The artifacts of a report: in memory when read back, or streamed from the run's
@@ -308,7 +308,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     // Records are for reading: the usual 0644, not tempfile's 0600.
-    tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -427,12 +428,18 @@ mod tests {
     #[test]
     fn run_dirs_are_never_reused_and_publish_by_rename() {
         let t = tempfile::tempdir().unwrap();
-        let a = create_run_dir(t.path(), "p").unwrap();
-        let b = create_run_dir(t.path(), "p").unwrap();
-        assert_ne!(a.id, b.id);
+        let a = create_run_dir(t.path(), "p", "a").unwrap();
+        assert!(
+            create_run_dir(t.path(), "p", "a").is_err(),
+            "an id is never reused"
+        );
         assert!(a.work.ends_with(format!("{}.incomplete", a.id)));
         a.publish().unwrap();
         assert!(a.done.is_dir() && !a.work.exists());
+        assert!(
+            create_run_dir(t.path(), "p", "a").is_err(),
+            "nor after publishing"
+        );
     }
 
     #[test]

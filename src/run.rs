@@ -4,6 +4,7 @@
 
 use crate::artifact;
 use crate::exit;
+use crate::lock;
 use crate::plan::{self, Plan, PlanInputs};
 use crate::profile::{Profile, ProfileErrors};
 use crate::readiness::{self, LiveHost};
@@ -13,6 +14,7 @@ use crate::record::{
 use crate::reporter::Reporter;
 use crate::sandbox::launch;
 use crate::sandbox::proto::{Event, Frame};
+use crate::scratch;
 use crate::units::format_duration;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,17 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct RunOptions {
     pub out: Option<PathBuf>,
     pub json: bool,
-    pub keep: bool,
+    pub keep: Keep,
     pub no_wait: bool,
+}
+
+/// When an ephemeral run's overlay layer is kept (`--keep`, `--keep=failure`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Keep {
+    #[default]
+    Never,
+    Always,
+    Failure,
 }
 
 /// The caller's environment, for `pass_env` and TERM.
@@ -220,6 +231,57 @@ fn write_sha256sums(dir: &Path, list: &ArtifactList) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Takes the chroot's lock (shared for an ephemeral run), saying who holds it while
+/// waiting; `Err` is the exit code when it cannot be had.
+pub fn lock_chroot(
+    rep: &Reporter,
+    state: &Path,
+    profile: &Profile,
+    run_id: &str,
+    wait: bool,
+) -> Result<lock::ChrootLock, i32> {
+    let holder = lock::Holder {
+        pid: std::process::id(),
+        run_id: run_id.to_string(),
+        profile: profile.name.clone(),
+        since: record::timestamp(SystemTime::now()),
+        shared: profile.ephemeral,
+    };
+    let describe = |who: &[lock::Holder]| {
+        let names: Vec<String> = who.iter().map(|h| h.to_string()).collect();
+        if names.is_empty() {
+            "another run".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    match lock::acquire(state, &profile.chroot, holder, wait, |who| {
+        rep.info(&format!(
+            "waiting for the lock on {} held by {}",
+            profile.chroot.display(),
+            describe(who)
+        ));
+    }) {
+        Ok(l) => Ok(l),
+        Err(lock::LockError::Busy(who)) => {
+            rep.error(&format!(
+                "{} is locked by {}; retry later, or leave out --no-wait to wait",
+                profile.chroot.display(),
+                describe(&who)
+            ));
+            Err(exit::LOCKED)
+        }
+        Err(lock::LockError::Io(e, path)) => {
+            rep.error(&format!(
+                "cannot lock {}: {e} ({})",
+                profile.chroot.display(),
+                path.display()
+            ));
+            Err(exit::SETUP)
+        }
+    }
+}
+
 /// Runs the profile; returns bldr's exit code.
 pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     let state = crate::state::state_dir();
@@ -233,7 +295,12 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     if !ensure_ready(rep, profile, &plan, &out) {
         return exit::USAGE;
     }
-    let run_dir = match record::create_run_dir(&out, &profile.name) {
+    let run_id = record::new_run_id(SystemTime::now());
+    let chroot_lock = match lock_chroot(rep, &state, profile, &run_id, !opts.no_wait) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let run_dir = match record::create_run_dir(&out, &profile.name, &run_id) {
         Ok(x) => x,
         Err(e) => {
             rep.error(&format!(
@@ -242,6 +309,26 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
             ));
             return exit::SETUP;
         }
+    };
+    let scratch = if profile.ephemeral {
+        match scratch::create(&state, &run_id) {
+            Ok(dir) => {
+                plan.root = plan::Root::Overlay {
+                    lower: profile.chroot.clone(),
+                    scratch: dir.clone(),
+                };
+                Some(dir)
+            }
+            Err(e) => {
+                rep.error(&format!(
+                    "cannot create the overlay layer under {}: {e}",
+                    state.join("scratch").display()
+                ));
+                return exit::SETUP;
+            }
+        }
+    } else {
+        None
     };
     let run_id = run_dir.id.clone();
     let work = run_dir.work.clone();
@@ -296,7 +383,7 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         })
         .collect();
     let mut sink = ArtifactSink::new(&work, plan.artifacts.len());
-    let watch = watch(rep, &plan, &mut log, &mut sink);
+    let watch = watch(rep, &plan, &mut log, &mut sink, Some(&chroot_lock.file));
     let setup_ok = watch.setup_failed.is_none() && watch.interrupted_by.is_none();
     if setup_ok {
         record_in_place(rep, &plan, &snapshots, &mut sink);
@@ -378,6 +465,39 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     // A collection that failed part-way stays `<run-id>.incomplete`; everything else is
     // published under its id.
     let publish = sink.failed.is_none();
+    let keep = match opts.keep {
+        Keep::Always => true,
+        Keep::Failure => outcome != Outcome::Success,
+        Keep::Never => false,
+    };
+    let mut kept_scratch = None;
+    if let Some(dir) = &scratch {
+        if keep {
+            log.note(&format!(
+                "overlay layer kept in {} (bldr shell --run {run_id})",
+                dir.display()
+            ));
+            rep.info(&format!(
+                "kept the overlay layer in {}; `bldr shell --run {run_id}` enters it",
+                dir.display()
+            ));
+            kept_scratch = Some(dir.clone());
+        } else {
+            match scratch::remove_same_fs(dir) {
+                Ok(left) if left.is_empty() => {}
+                Ok(left) => rep.warn(&format!(
+                    "left {} entries on other filesystems in {}",
+                    left.len(),
+                    dir.display()
+                )),
+                Err(e) => rep.warn(&format!(
+                    "cannot remove the overlay layer {}: {e}",
+                    dir.display()
+                )),
+            }
+        }
+    }
+    log.sync();
     let report = Report {
         schema_version: record::SCHEMA_VERSION,
         bldr_version: env!("CARGO_PKG_VERSION").into(),
@@ -412,6 +532,7 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         artifacts: sink.list(),
         refused: sink.refused.clone(),
         host_clean,
+        scratch: kept_scratch,
     };
     finish(rep, &state, &run_dir, publish, &report, opts.json);
     code
@@ -568,7 +689,13 @@ impl Watch {
 
 /// Starts the sandbox and follows it to the end: output to the terminal and the log,
 /// signals forwarded. Used by `run` and by `shell` in its non-interactive form.
-pub fn watch(rep: &Reporter, plan: &Plan, log: &mut BuildLog, sink: &mut ArtifactSink) -> Watch {
+pub fn watch(
+    rep: &Reporter,
+    plan: &Plan,
+    log: &mut BuildLog,
+    sink: &mut ArtifactSink,
+    lock: Option<&std::fs::File>,
+) -> Watch {
     let mut w = Watch {
         mounts_before: record::host_mounts(),
         pid_ns: 0,
@@ -580,7 +707,7 @@ pub fn watch(rep: &Reporter, plan: &Plan, log: &mut BuildLog, sink: &mut Artifac
         interrupted_by: None,
         monitor_code: exit::SETUP,
     };
-    let (mut sandbox, stderr) = match launch::launch(plan) {
+    let (mut sandbox, stderr) = match launch::launch(plan, lock) {
         Ok(x) => x,
         Err(e) => {
             let m = format!("cannot start the sandbox: {e}");

@@ -34,15 +34,38 @@ pub fn script_for(argv: &[String]) -> String {
     }
 }
 
+/// Where `shell` takes its environment from.
+pub enum Source<'a> {
+    Profile(&'a str),
+    Directory(String),
+    /// A kept overlay layer of an earlier ephemeral run (`--run RUN`).
+    KeptRun(&'a str),
+}
+
 pub fn shell(
     rep: &Reporter,
     search: &SearchPath,
-    profile_spec: Option<&str>,
-    directory: Option<String>,
+    source: Source<'_>,
     overrides: &Overrides,
     argv: Vec<String>,
 ) -> i32 {
     let script = script_for(&argv);
+    let mut kept_scratch = None;
+    let (directory, profile_spec) = match source {
+        Source::Profile(p) => (None, Some(p.to_string())),
+        Source::Directory(d) => (Some(d), None),
+        Source::KeptRun(run) => match kept_layer(run) {
+            Ok((profile_file, scratch)) => {
+                kept_scratch = Some(scratch);
+                (None, Some(profile_file.display().to_string()))
+            }
+            Err(m) => {
+                rep.error(&m);
+                return exit::USAGE;
+            }
+        },
+    };
+    let profile_spec = profile_spec.as_deref();
     let loaded = match (&directory, profile_spec) {
         (Some(d), _) => {
             let mut o = overrides.clone();
@@ -85,5 +108,60 @@ pub fn shell(
     if !run::ensure_ready(rep, &p, &plan, &out) {
         return exit::USAGE;
     }
-    crate::sandbox::tty::run_interactive(rep, &plan)
+    let id = crate::record::new_run_id(std::time::SystemTime::now());
+    let shared = p.ephemeral || kept_scratch.is_some();
+    let mut lockable = p.clone();
+    lockable.ephemeral = shared;
+    let lock = match run::lock_chroot(rep, &state, &lockable, &format!("shell-{id}"), true) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    // An ephemeral shell gets a throwaway layer; `--run` re-enters a kept one as it is.
+    let mut throwaway = None;
+    if let Some(dir) = kept_scratch {
+        plan.root = plan::Root::Overlay {
+            lower: p.chroot.clone(),
+            scratch: dir,
+        };
+    } else if p.ephemeral {
+        match crate::scratch::create(&state, &format!("shell-{id}")) {
+            Ok(dir) => {
+                plan.root = plan::Root::Overlay {
+                    lower: p.chroot.clone(),
+                    scratch: dir.clone(),
+                };
+                throwaway = Some(dir);
+            }
+            Err(e) => {
+                rep.error(&format!("cannot create the overlay layer: {e}"));
+                return exit::SETUP;
+            }
+        }
+    }
+    let code = crate::sandbox::tty::run_interactive(rep, &plan, Some(&lock.file));
+    if let Some(dir) = throwaway {
+        let _ = crate::scratch::remove_same_fs(&dir);
+    }
+    code
+}
+
+/// The profile file and kept overlay layer of run `run`.
+fn kept_layer(run: &str) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let state = crate::state::state_dir();
+    let entry = crate::record::read_index(&state)
+        .into_iter()
+        .rev()
+        .find(|e| e.run_id == run || e.profile == run)
+        .ok_or_else(|| format!("no run `{run}`; `bldr runs` lists them"))?;
+    let text = std::fs::read_to_string(entry.run_dir.join("report.json"))
+        .map_err(|e| format!("cannot read the report of {}: {e}", entry.run_id))?;
+    let report: crate::record::Report = serde_json::from_str(&text)
+        .map_err(|e| format!("the report of {} is not readable: {e}", entry.run_id))?;
+    let scratch = report.scratch.filter(|s| s.is_dir()).ok_or_else(|| {
+        format!(
+            "run {} kept no overlay layer (run it with --ephemeral --keep)",
+            entry.run_id
+        )
+    })?;
+    Ok((report.profile.path, scratch))
 }

@@ -73,13 +73,33 @@ impl Forwarder {
 /// Starts the sandbox for `plan`. Must be called from the thread that stays alive until
 /// the run ends: the monitor's parent-death signal fires when *this thread* exits
 /// (prctl(2), PR_SET_PDEATHSIG).
-pub fn launch(plan: &Plan) -> io::Result<(Launched, ChildStderr)> {
+///
+/// `lock`, the chroot's lock, is handed to the sandbox as fd 3, so that it stays held
+/// until the last process of the build is gone, not merely until bldr exits.
+pub fn launch(plan: &Plan, lock: Option<&std::fs::File>) -> io::Result<(Launched, ChildStderr)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
     let (ours, theirs) = UnixStream::pair()?;
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .arg("__sandbox")
+    let mut cmd = Command::new(exe);
+    cmd.arg("__sandbox")
         .arg("--parent")
-        .arg(std::process::id().to_string())
+        .arg(std::process::id().to_string());
+    if let Some(lock) = lock {
+        let fd = lock.as_raw_fd();
+        cmd.arg("--lock-fd").arg("3");
+        // SAFETY: between fork and exec only async-signal-safe calls: dup2 places the
+        // lock on fd 3 without CLOEXEC (dup2 clears it), nothing else.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
         // The environment of the build is built from the plan; nothing from ours leaks.
         .env_clear()
         .stdin(Stdio::piped())

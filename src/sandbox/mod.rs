@@ -39,14 +39,15 @@ pub fn is_root() -> bool {
 }
 
 /// The monitor: `bldr __sandbox --parent PID`. Returns its exit code.
-pub fn monitor_main(parent: i32) -> i32 {
+/// `lock_fd` is the chroot's lock, kept open (fd 3) for as long as the build lives.
+pub fn monitor_main(parent: i32, lock_fd: Option<i32>) -> i32 {
     // Die with bldr. The getppid check closes the race of bldr dying before the prctl.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if nix::unistd::getppid().as_raw() != parent {
         return crate::exit::SETUP;
     }
     // Nothing of bldr's caller beyond stdin, stdout and stderr may reach the build.
-    sys::close_from(3);
+    sys::close_from(if lock_fd == Some(3) { 4 } else { 3 });
     let mut wire = init::Wire::from_stdout();
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() || line.is_empty() {

@@ -48,8 +48,8 @@ fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
 }
 
 /// Runs the plan's single command on a new pty; returns its exit status.
-pub fn run_interactive(rep: &Reporter, plan: &Plan) -> i32 {
-    let (mut sandbox, stderr) = match launch::launch(plan) {
+pub fn run_interactive(rep: &Reporter, plan: &Plan, lock: Option<&std::fs::File>) -> i32 {
+    let (mut sandbox, stderr) = match launch::launch(plan, lock) {
         Ok(x) => x,
         Err(e) => {
             rep.error(&format!("cannot start the sandbox: {e}"));

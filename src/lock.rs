@@ -1,0 +1,180 @@
+//! Chroot locks (SPEC §3): two runs that would write the same non-ephemeral chroot are
+//! serialised. A run on the chroot itself holds an exclusive lock; ephemeral runs hold a
+//! shared one, so nobody rewrites the lower layer under them. Locks live in the state
+//! directory, keyed by the chroot's device and inode (so two paths to one tree share a
+//! lock), as flock(2) locks: the kernel releases them when the holder dies, even by
+//! SIGKILL. Beside each lock, one small file per holder says who it is.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Who holds a lock, for the message of a run that has to wait.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    pub run_id: String,
+    pub profile: String,
+    pub since: String,
+    pub shared: bool,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} (run {} of {}, {} since {})",
+            self.pid,
+            self.run_id,
+            self.profile,
+            if self.shared { "shared" } else { "exclusive" },
+            self.since
+        )
+    }
+}
+
+/// A held lock. Dropping it removes the holder note; the lock itself goes when the last
+/// descriptor of it closes (the sandbox keeps a copy until the build is gone).
+pub struct ChrootLock {
+    pub file: File,
+    note: PathBuf,
+}
+
+impl Drop for ChrootLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.note);
+    }
+}
+
+/// Why a lock was not taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// `--no-wait` and somebody holds it.
+    Busy(Vec<Holder>),
+    Io(io::Error, PathBuf),
+}
+
+fn paths(state: &Path, chroot: &Path) -> io::Result<(PathBuf, PathBuf)> {
+    let m = fs::metadata(chroot)?;
+    let key = format!("{:x}-{}", m.dev(), m.ino());
+    let dir = state.join("locks");
+    Ok((
+        dir.join(format!("{key}.lock")),
+        dir.join(format!("{key}.holders")),
+    ))
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The current holders (notes of dead processes are removed on the way).
+pub fn holders(holders_dir: &Path) -> Vec<Holder> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(holders_dir).into_iter().flatten().flatten() {
+        let Ok(text) = fs::read_to_string(e.path()) else {
+            continue;
+        };
+        match serde_json::from_str::<Holder>(&text) {
+            Ok(h) if alive(h.pid) => out.push(h),
+            _ => {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    out.sort_by(|a, b| a.since.cmp(&b.since));
+    out
+}
+
+/// Takes the chroot's lock. When it is held: with `wait`, calls `waiting` with the
+/// holders once and blocks; without, returns [`LockError::Busy`].
+pub fn acquire(
+    state: &Path,
+    chroot: &Path,
+    me: Holder,
+    wait: bool,
+    waiting: impl FnOnce(&[Holder]),
+) -> Result<ChrootLock, LockError> {
+    let (lock_path, holders_dir) =
+        paths(state, chroot).map_err(|e| LockError::Io(e, chroot.to_path_buf()))?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| LockError::Io(e, p)
+    };
+    fs::create_dir_all(&holders_dir).map_err(io(&holders_dir))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    let tried = if me.shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match tried {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let who = holders(&holders_dir);
+            if !wait {
+                return Err(LockError::Busy(who));
+            }
+            waiting(&who);
+            let r = if me.shared {
+                file.lock_shared()
+            } else {
+                file.lock()
+            };
+            r.map_err(io(&lock_path))?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(LockError::Io(e, lock_path)),
+    }
+    let note = holders_dir.join(me.pid.to_string());
+    let text = serde_json::to_string(&me).expect("holders serialize");
+    fs::write(&note, text).map_err(io(&note))?;
+    Ok(ChrootLock { file, note })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me(shared: bool, run: &str) -> Holder {
+        Holder {
+            pid: std::process::id(),
+            run_id: run.into(),
+            profile: "p".into(),
+            since: "now".into(),
+            shared,
+        }
+    }
+
+    #[test]
+    fn an_exclusive_lock_excludes_and_names_its_holder() {
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let first = acquire(state.path(), root.path(), me(false, "a"), false, |_| {}).unwrap();
+        match acquire(state.path(), root.path(), me(false, "b"), false, |_| {}) {
+            Err(LockError::Busy(h)) => assert_eq!(h[0].run_id, "a"),
+            _ => panic!("the second exclusive lock must be refused"),
+        }
+        drop(first);
+        assert!(acquire(state.path(), root.path(), me(false, "c"), false, |_| {}).is_ok());
+    }
+
+    #[test]
+    fn shared_locks_coexist_but_exclude_a_writer() {
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let _a = acquire(state.path(), root.path(), me(true, "a"), false, |_| {}).unwrap();
+        let _b = acquire(state.path(), root.path(), me(true, "b"), false, |_| {}).unwrap();
+        assert!(matches!(
+            acquire(state.path(), root.path(), me(false, "c"), false, |_| {}),
+            Err(LockError::Busy(_))
+        ));
+    }
+}
