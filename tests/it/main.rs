@@ -5,4 +5,7 @@
 mod cli;
 mod corpus;
 mod fuzz;
+mod ephemeral;
+mod records;
 mod root;
+mod util;
