@@ -57,6 +57,9 @@ enum Frame {
         path: String,
         key: Option<String>,
         seen: HashSet<String>,
+        /// A map that is a list item takes its position from its first key: the parser
+        /// marks a block mapping's start at the first `:`, not where the item begins.
+        locate_at_first_key: bool,
     },
     Seq {
         path: String,
@@ -82,7 +85,8 @@ fn pos(mark: &Marker) -> Pos {
 
 impl Builder {
     /// Called for every node that is a value (not a key); returns that value's path.
-    fn value_path(&mut self, mark: &Marker) -> Option<String> {
+    /// A list item is located at `mark`, if given.
+    fn value_path(&mut self, mark: Option<&Marker>) -> Option<String> {
         match self.stack.last_mut()? {
             Frame::Map { path, key, .. } => {
                 let k = key.take()?;
@@ -91,7 +95,9 @@ impl Builder {
             Frame::Seq { path, next } => {
                 let p = format!("{path}[{next}]");
                 *next += 1;
-                self.index.positions.entry(p.clone()).or_insert(pos(mark));
+                if let Some(mark) = mark {
+                    self.index.positions.entry(p.clone()).or_insert(pos(mark));
+                }
                 Some(p)
             }
         }
@@ -134,7 +140,16 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Scalar(text, ..) if self.in_key_position() => {
                 let p = pos(&mark);
-                if let Some(Frame::Map { path, key, seen }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    path,
+                    key,
+                    seen,
+                    locate_at_first_key,
+                }) = self.stack.last_mut()
+                {
+                    if std::mem::take(locate_at_first_key) {
+                        self.index.positions.entry(path.clone()).or_insert(p);
+                    }
                     let full = join(path, &text);
                     if !seen.insert(text.clone()) && self.index.duplicate.is_none() {
                         self.index.duplicate = Some((full.clone(), p));
@@ -144,28 +159,31 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::Scalar(..) | Event::Alias(_) => {
-                self.value_path(&mark);
+                self.value_path(Some(&mark));
             }
             Event::MappingStart(..) | Event::SequenceStart(..) if self.in_key_position() => {
                 self.skipping = 1;
             }
             Event::MappingStart(..) => {
+                let in_seq = matches!(self.stack.last(), Some(Frame::Seq { .. }));
                 let path = if self.stack.is_empty() {
                     String::new()
                 } else {
-                    self.value_path(&mark).unwrap_or_default()
+                    self.value_path((!in_seq).then_some(&mark))
+                        .unwrap_or_default()
                 };
                 self.stack.push(Frame::Map {
                     path,
                     key: None,
                     seen: HashSet::new(),
+                    locate_at_first_key: in_seq,
                 });
             }
             Event::SequenceStart(..) => {
                 let path = if self.stack.is_empty() {
                     String::new()
                 } else {
-                    self.value_path(&mark).unwrap_or_default()
+                    self.value_path(Some(&mark)).unwrap_or_default()
                 };
                 self.stack.push(Frame::Seq { path, next: 0 });
             }
@@ -190,6 +208,15 @@ mod tests {
         assert_eq!(idx.find("shared[0]"), Some(Pos { line: 3, col: 5 }));
         assert_eq!(idx.find("shared[1].target"), Some(Pos { line: 5, col: 5 }));
         assert_eq!(idx.find("env.A"), Some(Pos { line: 7, col: 3 }));
+    }
+
+    #[test]
+    fn map_items_of_a_list_are_located_where_they_begin() {
+        // Regression: the item was located at its first `:` (3:11), not at `source`.
+        let idx = KeyIndex::build("shared:\n  - /a\n  - source: /b\n    target: /c\n");
+        assert_eq!(idx.find("shared[1]"), Some(Pos { line: 3, col: 5 }));
+        let idx = KeyIndex::build("tmpfs: [{target: /t}]\n");
+        assert_eq!(idx.find("tmpfs[0]"), Some(Pos { line: 1, col: 10 }));
     }
 
     #[test]
