@@ -170,8 +170,9 @@ pub fn parse_layer(bytes: &[u8], file: &Path) -> Result<Layer, ProfileError> {
         let col = upto.iter().rev().take_while(|b| **b != b'\n').count() + 1;
         ProfileError::new(
             &whole,
-            format!("line {line}, column {col}: the file is not valid UTF-8; save it as UTF-8"),
+            "the file is not valid UTF-8 at this point; save it as UTF-8",
         )
+        .at(Pos { line, col })
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let file_arc = Arc::new(file.to_path_buf());
@@ -257,44 +258,75 @@ fn explain(msg: &str, text: &str, loc: Option<&yaml_serde::Location>) -> String 
         let word = rest.split('`').next().unwrap_or(rest);
         return format!("missing key `{word}`");
     }
-    let mut out = msg
-        .replace(
-            "expected struct RawProfile",
-            "expected a map of profile keys",
-        )
-        .replace("expected struct RawShare", "expected a map with `source`")
-        .replace("expected struct RawTmpfs", "expected a map with `target`")
-        .replace("expected struct RawCommand", "expected a map with `run`")
-        .replace("expected struct RawArtifact", "expected a map with `from`")
-        .replace(
-            "invalid type: map, expected a string",
-            "expected a string, found a map",
-        )
-        .replace(
-            "invalid type: sequence, expected a string",
-            "expected a string, found a list",
-        );
-    if out.contains("expected a boolean") {
-        if let Some(word) = out.split('"').nth(1) {
-            if ["yes", "no", "on", "off", "y", "n", "True", "False"].contains(&word) {
-                out.push_str(&format!(
-                    "; `{word}` is a string in YAML 1.2, write `true` or `false`"
-                ));
-            }
-        }
+    if let Some(out) = explain_invalid_type(msg) {
+        return out;
     }
-    if out.contains("sequence, expected a map") {
-        out.push_str("; write `KEY: value` lines, not a `- ` list");
-    }
+    // What is left comes from the YAML scanner and parser: syntax errors.
+    let mut out = msg.to_string();
     let line_has_tab = loc
         .and_then(|l| text.lines().nth(l.line().saturating_sub(1)))
-        .is_some_and(|line| {
-            line.starts_with(|c: char| c == '\t' || c == ' ') && line.contains('\t')
-        });
-    if out.contains("tab") || line_has_tab && !out.contains("invalid type") {
+        .is_some_and(|line| line.starts_with(['\t', ' ']) && line.contains('\t'));
+    if out.contains("tab") || line_has_tab {
         out.push_str("; YAML does not allow tabs for indentation, indent with spaces");
     }
     out
+}
+
+/// Names serde's shapes the way a profile's reader knows them.
+fn shape(expected: &str) -> String {
+    match expected {
+        "struct RawProfile" => "a map of profile keys".into(),
+        "struct RawShare" => "a map with `source`".into(),
+        "struct RawTmpfs" => "a map with `target`".into(),
+        "struct RawCommand" => "a map with `run`".into(),
+        "struct RawArtifact" => "a map with `from`".into(),
+        "a sequence" => "a list".into(),
+        other => other.into(),
+    }
+}
+
+/// serde's "invalid type: sequence, expected a map" as "expected a map, found a list",
+/// with a hint for the shapes people confuse.
+fn explain_invalid_type(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("invalid type: ")?;
+    // The expectation is ours and never holds ", expected "; a quoted value might.
+    let (found, expected) = rest.rsplit_once(", expected ")?;
+    let number = found
+        .strip_prefix("integer ")
+        .or_else(|| found.strip_prefix("floating point "));
+    let found_text = match found {
+        "map" => "a map".to_string(),
+        "sequence" => "a list".to_string(),
+        "unit value" => "nothing (the value is empty)".to_string(),
+        f if f.starts_with("string ") => format!("the string {}", &f["string ".len()..]),
+        f if f.starts_with("boolean ") => format!("the boolean {}", &f["boolean ".len()..]),
+        f => match number {
+            Some(n) => format!("the number {}", n.trim_matches('`')),
+            None => f.to_string(),
+        },
+    };
+    let mut out = format!("expected {}, found {found_text}", shape(expected));
+    let word = found
+        .strip_prefix("string \"")
+        .and_then(|w| w.strip_suffix('"'));
+    if expected == "a boolean" {
+        match word {
+            Some(w) if ["yes", "no", "on", "off", "y", "n", "True", "False"].contains(&w) => out
+                .push_str(&format!(
+                    "; `{w}` is a string in YAML 1.2, write `true` or `false`"
+                )),
+            _ => out.push_str("; write `true` or `false`"),
+        }
+    } else if found == "sequence" && (expected.contains("map") || expected.starts_with("struct ")) {
+        out.push_str("; write `KEY: value` lines, not a `- ` list");
+    } else if expected == "a sequence" && found == "map" {
+        out.push_str("; write one `- ` entry per line, not `KEY: value` lines");
+    } else if expected == "a sequence" {
+        out.push_str("; write a list: one `- ` entry per line, or `[a, b]`");
+    } else if expected == "a string" && (number.is_some() || found.starts_with("boolean ")) {
+        out.push_str("; put it in quotes if it is meant as text");
+    }
+    Some(out)
 }
 
 impl Layer {
@@ -314,11 +346,15 @@ impl Layer {
                 })
                 .collect()
         }
-        let commands_set = raw.commands.is_some();
+        // `chroot:` or `commands:` with nothing after it is a key left unfilled, not a
+        // missing one: keep it, so the error points at the line.
+        let written = |key: &str| index.find(key).is_some();
+        let commands_set = raw.commands.is_some() || written("commands");
+        let chroot = raw.chroot.or_else(|| written("chroot").then(String::new));
         Layer {
             description: item(raw.description, o("description")),
             extends: item(raw.extends, o("extends")),
-            chroot: item(raw.chroot, o("chroot")),
+            chroot: item(chroot, o("chroot")),
             hostname: item(raw.hostname, o("hostname")),
             network: item(raw.network, o("network")),
             ephemeral: item(raw.ephemeral, o("ephemeral")),

@@ -31,15 +31,19 @@ pub const PROFILE_KEYS: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct RawProfile {
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "opt_text")]
     pub extends: Option<String>,
+    #[serde(default, deserialize_with = "opt_text")]
     pub chroot: Option<String>,
     pub hostname: Option<String>,
     pub network: Option<String>,
     pub ephemeral: Option<bool>,
+    #[serde(default, deserialize_with = "opt_text")]
     pub workdir: Option<String>,
     pub timeout: Option<Scalar>,
     pub env: Option<BTreeMap<String, Scalar>>,
     pub pass_env: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "opt_text")]
     pub out: Option<String>,
     pub shared: Option<Vec<StringOr<RawShare>>>,
     pub tmpfs: Option<Vec<StringOr<RawTmpfs>>>,
@@ -50,7 +54,9 @@ pub struct RawProfile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawShare {
+    #[serde(deserialize_with = "text")]
     pub source: String,
+    #[serde(default, deserialize_with = "opt_text")]
     pub target: Option<String>,
     pub readonly: Option<bool>,
 }
@@ -58,6 +64,7 @@ pub struct RawShare {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTmpfs {
+    #[serde(deserialize_with = "text")]
     pub target: String,
     pub size: Option<Scalar>,
     pub mode: Option<Scalar>,
@@ -69,6 +76,7 @@ pub struct RawCommand {
     pub name: Option<String>,
     pub run: String,
     pub network: Option<String>,
+    #[serde(default, deserialize_with = "opt_text")]
     pub workdir: Option<String>,
     pub env: Option<BTreeMap<String, Scalar>>,
     pub timeout: Option<Scalar>,
@@ -77,11 +85,39 @@ pub struct RawCommand {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawArtifact {
+    #[serde(deserialize_with = "text")]
     pub from: String,
     pub include: Option<OneOrMany>,
     pub exclude: Option<OneOrMany>,
     pub required: Option<bool>,
     pub copy: Option<bool>,
+}
+
+/// A path or name that must be written as text: `chroot: 42` is refused rather than
+/// silently read as the relative path `42`, and `target: true` rather than `/true`.
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// [`text`] for an optional key; a key with no value (`chroot:`) reads as unset.
+fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text(String);
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            text(d).map(Text)
+        }
+    }
+    Option::<Text>::deserialize(d).map(|t| t.map(|t| t.0))
 }
 
 /// Either the short string form of an entry or its map form.
