@@ -27,10 +27,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             number.push(c);
             continue;
         }
+        if !c.is_alphabetic() {
+            let what = if c.is_whitespace() {
+                "space".to_string()
+            } else {
+                format!("`{c}`")
+            };
+            return Err(format!(
+                "invalid duration `{text}`: unexpected {what}; write it like `90s`, `10m` or `1h30m`"
+            ));
+        }
+        // The unit is every letter up to the next digit (`ms`, or a mistake like `min`).
         let mut unit = c.to_string();
-        // `ms` is the only two-letter unit.
-        if c == 'm' && chars.peek() == Some(&'s') {
-            unit.push(chars.next().unwrap_or('s'));
+        while let Some(&n) = chars.peek().filter(|n| n.is_alphabetic()) {
+            unit.push(n);
+            chars.next();
         }
         if number.is_empty() {
             return Err(format!(
@@ -221,6 +232,12 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(parse_duration("60").unwrap_err().contains("no unit"));
+        assert!(parse_duration("10 minutes")
+            .unwrap_err()
+            .contains("unexpected space"));
+        assert!(parse_duration("10min")
+            .unwrap_err()
+            .contains("unknown unit `min`"));
     }
 
     #[test]
