@@ -87,9 +87,14 @@ impl Checker<'_> {
         for reserved in RESERVED {
             let r = ChrootPath::parse(reserved).expect("constant path");
             if p.is_within(&r) {
+                let place = if p == r {
+                    format!("`{p}`")
+                } else {
+                    format!("`{p}` is under {r}, which")
+                };
                 self.err(
                     origin,
-                    format!("`{p}` is under {r}, which bldr sets up itself; choose another target"),
+                    format!("{place} is set up by bldr itself (a fresh, private one); choose another target"),
                 );
                 return None;
             }
