@@ -10,7 +10,7 @@ if [ ! -x "$root/bin/busybox" ]; then
         echo "demo: $root exists but has no busybox; remove it (it is not mounted) and retry" >&2
         exit 1
     fi
-    scripts/busybox-root.sh "$root"
+    $bldr root create busybox "$root"
 fi
 echo "== bldr plan demo"
 $bldr plan demo

@@ -143,6 +143,11 @@ pub enum Cmd {
     },
     /// Print the build log of a run (a run id, or a profile name for its latest run).
     Logs { run: String },
+    /// Make roots for profiles to run in.
+    Root {
+        #[command(subcommand)]
+        command: RootCmd,
+    },
     /// Internal: the sandbox's monitor process.
     #[command(name = "__sandbox", hide = true)]
     Sandbox {
@@ -152,6 +157,40 @@ pub enum Cmd {
         lock_fd: Option<i32>,
         #[arg(long)]
         probe: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RootCmd {
+    /// Make a root: `debian`/`ubuntu` (debootstrap, variant buildd), `gentoo` (a stage3
+    /// tarball), or `busybox` (for demos and tests). Refuses a non-empty directory.
+    ///
+    /// Examples:
+    ///   bldr root create debian /var/lib/bldr/roots/debian-bookworm --suite bookworm
+    ///   bldr root create gentoo /var/lib/bldr/roots/gentoo-amd64 --stage3 stage3-amd64-openrc.tar.xz
+    ///   bldr root create busybox /tmp/root
+    #[command(verbatim_doc_comment)]
+    Create {
+        /// debian, ubuntu, gentoo or busybox.
+        #[arg(value_parser = ["debian", "ubuntu", "gentoo", "busybox"])]
+        kind: String,
+        /// The directory to make (must not exist, or be empty).
+        dir: PathBuf,
+        /// The suite for debian/ubuntu.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// The archive mirror for debian/ubuntu.
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Extra packages for debian/ubuntu (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        include: Vec<String>,
+        /// The stage3 tarball for gentoo: a path or an http(s) URL.
+        #[arg(long, required_if_eq("kind", "gentoo"))]
+        stage3: Option<String>,
+        /// The static busybox to use for busybox roots.
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
     },
 }
 
@@ -256,6 +295,43 @@ pub fn main() -> i32 {
         }
         Cmd::Check { profiles, json } => crate::check::check(&search, &profiles, json),
         Cmd::List { json } => list(&search, json),
+        Cmd::Root {
+            command:
+                RootCmd::Create {
+                    kind,
+                    dir,
+                    suite,
+                    mirror,
+                    include,
+                    stage3,
+                    busybox,
+                },
+        } => {
+            let rep = Reporter::new(ProgressMode::Auto);
+            let kind = match kind.as_str() {
+                "gentoo" => crate::rootfs::RootKind::Gentoo {
+                    stage3: stage3.unwrap_or_default(),
+                },
+                "busybox" => crate::rootfs::RootKind::Busybox { busybox },
+                _ => crate::rootfs::RootKind::Debian {
+                    mirror: mirror
+                        .unwrap_or_else(|| crate::rootfs::default_mirror(&suite).to_string()),
+                    suite,
+                    include,
+                },
+            };
+            match crate::rootfs::create(&rep, &kind, &dir) {
+                Ok(()) => exit::SUCCESS,
+                Err(crate::rootfs::RootError::Refused(e)) => {
+                    rep.error(&e);
+                    exit::USAGE
+                }
+                Err(crate::rootfs::RootError::Failed(e)) => {
+                    rep.error(&e);
+                    exit::SETUP
+                }
+            }
+        }
         Cmd::Runs { profile, json } => crate::history::runs(profile.as_deref(), json),
         Cmd::Logs { run } => crate::history::logs(&run),
     }

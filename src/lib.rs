@@ -18,6 +18,7 @@ pub mod profile;
 pub mod readiness;
 pub mod record;
 pub mod reporter;
+pub mod rootfs;
 pub mod run;
 pub mod sandbox;
 pub mod scratch;

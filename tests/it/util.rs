@@ -42,7 +42,10 @@ pub struct World {
 impl World {
     pub fn new() -> World {
         World {
-            dir: tempfile::Builder::new().prefix("bldr-it-").tempdir().expect("tempdir"),
+            dir: tempfile::Builder::new()
+                .prefix("bldr-it-")
+                .tempdir()
+                .expect("tempdir"),
         }
     }
 
@@ -50,12 +53,19 @@ impl World {
         self.dir.path().join(rel)
     }
 
-    /// Builds a busybox root at `rel` with scripts/busybox-root.sh.
+    /// Builds a busybox root at `rel` with `bldr root create busybox`.
     pub fn busybox_root(&self, rel: &str) -> PathBuf {
         let root = self.path(rel);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-root.sh");
-        let out = Command::new(script).arg(&root).output().expect("run busybox-root.sh");
-        assert!(out.status.success(), "busybox-root.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bldr_bin())
+            .args(["root", "create", "busybox"])
+            .arg(&root)
+            .output()
+            .expect("run bldr root create");
+        assert!(
+            out.status.success(),
+            "bldr root create busybox failed: {}",
+            show(&out)
+        );
         root
     }
 
@@ -74,7 +84,9 @@ impl World {
     /// (`unshare --mount --propagation private`), so the test's "host" is that namespace.
     pub fn bldr(&self, args: &[&str]) -> Command {
         let mut c = Command::new("unshare");
-        c.args(["--mount", "--propagation", "private", "--"]).arg(bldr_bin()).args(args);
+        c.args(["--mount", "--propagation", "private", "--"])
+            .arg(bldr_bin())
+            .args(args);
         c.env("BLDR_STATE_DIR", self.state()).env_remove("NO_COLOR");
         c
     }
@@ -95,7 +107,8 @@ impl World {
 
     /// The latest report of `profile`, parsed.
     pub fn report(&self, profile: &str) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.latest(profile).join("report.json")).expect("report.json");
+        let text =
+            std::fs::read_to_string(self.latest(profile).join("report.json")).expect("report.json");
         serde_json::from_str(&text).expect("report.json is JSON")
     }
 }
@@ -110,8 +123,18 @@ pub fn tree_listing(root: &Path) -> Vec<String> {
         .filter_map(Result::ok)
         .map(|e| {
             let m = e.metadata().expect("metadata");
-            let rel = e.path().strip_prefix(root).unwrap_or(e.path()).display().to_string();
-            format!("{rel} {:o} {} {}", m.mode(), if m.is_dir() { 0 } else { m.len() }, m.mtime())
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap_or(e.path())
+                .display()
+                .to_string();
+            format!(
+                "{rel} {:o} {} {}",
+                m.mode(),
+                if m.is_dir() { 0 } else { m.len() },
+                m.mtime()
+            )
         })
         .collect();
     out.sort();
