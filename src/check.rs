@@ -86,7 +86,7 @@ pub fn check(search: &SearchPath, names: &[String], as_json: bool) -> i32 {
                 s.detail
             );
             if let Some(f) = &s.fix {
-                eprintln!("       fix: {f}");
+                eprintln!("          fix: {f}");
             }
         }
     }

@@ -125,7 +125,9 @@ pub enum Cmd {
     /// With no PROFILE, checks every profile found. Exit 2 if any profile is invalid; a
     /// profile that is valid but not ready (a missing chroot or shared source) is a warning.
     Check {
-        profiles: Vec<String>,
+        /// Profile names or paths (default: every profile found).
+        #[arg(value_name = "PROFILE")]
+        names: Vec<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -293,7 +295,7 @@ pub fn main() -> i32 {
             }
             exit::SUCCESS
         }
-        Cmd::Check { profiles, json } => crate::check::check(&search, &profiles, json),
+        Cmd::Check { names, json } => crate::check::check(&search, &names, json),
         Cmd::List { json } => list(&search, json),
         Cmd::Root {
             command:
