@@ -80,7 +80,7 @@ pub fn check(search: &SearchPath, names: &[String], as_json: bool) -> i32 {
         eprintln!("host:");
         for s in &host {
             eprintln!(
-                "  {:<4} {:<14} {}",
+                "  {:<7} {:<14} {}",
                 if s.ok { "ok" } else { "MISSING" },
                 s.feature,
                 s.detail
