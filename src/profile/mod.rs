@@ -204,7 +204,8 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     }
     let (best, dist) = candidates
         .iter()
-        .map(|c| (*c, strsim::levenshtein(&lower, c)))
+        // Optimal string alignment: a swapped pair of letters (`dmeo`) is one edit.
+        .map(|c| (*c, strsim::osa_distance(&lower, c)))
         .min_by_key(|(_, d)| *d)?;
     (dist <= (best.len() / 3).max(1) || best.starts_with(&lower) && lower.len() >= 3)
         .then_some(best)
@@ -222,5 +223,11 @@ mod tests {
         assert_eq!(did_you_mean("mounts", keys), Some("shared"));
         assert_eq!(did_you_mean("artefacts", keys), Some("artifacts"));
         assert_eq!(did_you_mean("zzzzzzz", keys), None);
+        // Regression: a transposition counted as two edits, too many for a short word.
+        assert_eq!(
+            did_you_mean("dmeo", &["demo", "emerge-world"]),
+            Some("demo")
+        );
+        assert_eq!(did_you_mean("nnoe", &["host", "none"]), Some("none"));
     }
 }
