@@ -4,6 +4,7 @@
 
 mod cli;
 mod corpus;
+mod debian;
 mod fuzz;
 mod ephemeral;
 mod records;

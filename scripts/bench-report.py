@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Turns the hyperfine exports of scripts/bench.sh into docs/benchmarks.md."""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+results, bench_dir, debian = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def load(name):
+    with open(os.path.join(results, name)) as f:
+        return {r["command"]: r for r in json.load(f)["results"]}
+
+
+def ms(x):
+    return f"{x * 1000:.1f} ms" if x < 10 else f"{x:.2f} s"
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except Exception:
+        return "unknown"
+
+
+def table(rows, base, title_ratio):
+    lines = ["| command | median | mean ± σ | min | " + title_ratio + " |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        ratio = base["median"] / r["median"] if title_ratio.startswith("bldr") else r["median"] / base["median"]
+        lines.append(
+            f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} | {ratio:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
+def commands(rows):
+    return "\n".join(f"- `{name}`: `{r['command'] if 'command' in r else name}`" for name, r in rows.items())
+
+
+out = []
+w = out.append
+w("# Benchmarks\n")
+w("Made by `make bench` (scripts/bench.sh): bldr and its peers side by side in one run of")
+w("[hyperfine](https://github.com/sharkdp/hyperfine) on the same work. Numbers are what that")
+w("run measured on the machine below; rerun `make bench` to get yours. Every command runs")
+w("inside `unshare --mount --propagation private` so that the chroot script, too, mounts")
+w("nothing on the host (the floor, bare `unshare` + `chroot`, is its own namespace).\n")
+cpu = "unknown"
+try:
+    with open("/proc/cpuinfo") as f:
+        cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+except Exception:
+    pass
+mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+w("## Machine\n")
+w(f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem:.0f} GiB")
+w(f"- kernel {platform.release()}; {version(['sh', '-c', '. /etc/os-release; echo $PRETTY_NAME'])}")
+w(f"- {version([os.path.join(os.getcwd(), 'target/release/bldr'), '--version'])}; {version(['bwrap', '--version'])}; "
+  f"{version(['systemd-nspawn', '--version'])}; {version(['hyperfine', '--version'])}\n")
+
+s = load("startup.json")
+names = {r: r for r in s}
+w("## 1. Start-up\n")
+w("One command (`true`) in a busybox root with /proc, /dev, a tmpfs and one shared tree.")
+w("The ratio is each peer's median over bldr's (above 1: bldr is faster). Target: bldr's")
+w("median at most 1.0× bwrap's, though bldr also writes a run record, a log and a report.\n")
+rows = {}
+for r in s.values():
+    rows[r["command"]] = r
+bl = rows["bldr"]
+lines = ["| command | median | mean ± σ | min | peer ÷ bldr |", "|---|---|---|---|---|"]
+for name, r in rows.items():
+    lines.append(f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} | {r['median'] / bl['median']:.2f}× |")
+w("\n".join(lines) + "\n")
+w(f"bldr ÷ bwrap: **{bl['median'] / rows['bwrap']['median']:.2f}×** (target ≤ 1.0×).\n")
+
+e = load("ephemeral.json")
+x = load("nspawn-x.json")
+size = subprocess.run(["du", "-sh", "--apparent-size", debian], capture_output=True, text=True).stdout.split()[0]
+w("## 2. Ephemeral runs\n")
+w(f"`true` in a {size} Debian bookworm root (debootstrap, variant buildd). bldr's overlay costs")
+w("the same whatever the root's size; `systemd-nspawn -x` on ext4 copies the whole tree.")
+w("Target: ephemeral at most 1.2× non-ephemeral.\n")
+allrows = {**e, **x}
+base = allrows["bldr"]
+lines = ["| command | median | mean ± σ | min | ÷ bldr non-ephemeral |", "|---|---|---|---|---|"]
+for name, r in allrows.items():
+    lines.append(f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} | {r['median'] / base['median']:.2f}× |")
+w("\n".join(lines) + "\n")
+w(f"bldr --ephemeral ÷ bldr: **{allrows['bldr --ephemeral']['median'] / base['median']:.2f}×** (target ≤ 1.2×).\n")
+
+a = load("artifacts.json")
+w("## 3. Artifact collection\n")
+files = sum(len(fs) for _, _, fs in os.walk(os.path.join(bench_dir, "files")))
+total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(bench_dir, "files")) for f in fs)
+w(f"{files} files, {total / 1e9:.2f} GB in all, from a read-only shared tree into the run")
+w("directory with a sha256 manifest (`SHA256SUMS`), against `cp -a` followed by `sha256sum`.")
+w("Target: at most 1.0×.\n")
+ab = a["bldr (copy + SHA256SUMS)"]
+lines = ["| command | median | mean ± σ | min | ÷ cp -a + sha256sum |", "|---|---|---|---|---|"]
+cp = a["cp -a + sha256sum"]
+for name, r in a.items():
+    lines.append(f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} | {r['median'] / cp['median']:.2f}× |")
+w("\n".join(lines) + "\n")
+
+w("## 4. Memory\n")
+mems = {}
+for f in sorted(os.listdir(results)):
+    if f.startswith("mem") and f.endswith(".txt"):
+        n = int(f[3:-4])
+        with open(os.path.join(results, f)) as fh:
+            mems[n] = int(fh.read().strip().splitlines()[-1])
+w("Peak RSS (GNU time's `%M`, the largest of bldr's processes) collecting small files")
+w("created by the build in a tmpfs. Target: flat, at most 1.5× from 1,000 to 100,000 files.\n")
+w("| files | peak RSS |\n|---|---|")
+for n, kb in sorted(mems.items()):
+    w(f"| {n:,} | {kb / 1024:.1f} MiB |")
+if len(mems) >= 2:
+    lo, hi = mems[min(mems)], mems[max(mems)]
+    w(f"\nratio: **{hi / lo:.2f}×** (target ≤ 1.5×).\n")
+
+sc = load("scaling.json")
+w("## 5. Scaling with shared trees\n")
+w("| shared trees | median | mean ± σ |\n|---|---|---|")
+for name, r in sc.items():
+    w(f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} |")
+one, hundred = sc["1 tree"]["median"], sc["100 trees"]["median"]
+w(f"\ncost per extra mount: **{(hundred - one) / 99 * 1e6:.0f} µs** ((100 trees − 1 tree) ÷ 99).\n")
+
+w("## The commands\n")
+w("Exactly as scripts/bench.sh ran them (paths below its scratch folder):\n")
+with open(os.path.join(results, "commands.tsv")) as f:
+    for line in f:
+        section, name, cmd = line.rstrip("\n").split("\t", 2)
+        w(f"- {section} / {name}: `{cmd}`")
+w("")
+print("\n".join(out))
