@@ -172,6 +172,7 @@ pub fn snapshot(dir: &Path) -> Snapshot {
     use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(dir)
         .follow_links(false)
+        .follow_root_links(false)
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
@@ -249,6 +250,32 @@ pub fn changed_in_place(
     (found, refused)
 }
 
+/// Checks that `dir` (a rule's folder on the host) really lies inside the shared tree
+/// `share`: the build may have replaced a folder of a writable share with a symlink to
+/// anywhere on the host, and bldr's main process must not follow it there.
+pub fn inside_share(dir: &Path, share: &Path) -> Result<(), String> {
+    let real_share =
+        std::fs::canonicalize(share).map_err(|e| format!("{}: {e}", share.display()))?;
+    let mut cur = real_share.clone();
+    let rest = dir
+        .strip_prefix(share)
+        .map_err(|_| format!("{} is not below {}", dir.display(), share.display()))?;
+    for c in rest.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link; bldr does not follow links out of a shared tree",
+                    cur.display()
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("{}: {e}", cur.display())),
+        }
+    }
+    Ok(())
+}
+
 /// `rel` as bytes.
 pub fn bytes_of(rel: &Path) -> &[u8] {
     rel.as_os_str().as_bytes()
@@ -267,6 +294,7 @@ mod tests {
             required: false,
             copy: false,
             host_path: None,
+            share_source: None,
         })
         .unwrap()
     }

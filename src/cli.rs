@@ -77,7 +77,8 @@ pub enum Cmd {
         out: Option<PathBuf>,
         /// Keep the ephemeral overlay layer after the run (always, or only on failure);
         /// `bldr shell --run RUN` enters it.
-        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", value_name = "WHEN")]
+        #[arg(long, value_enum, num_args = 0..=1,
+            require_equals = true, default_missing_value = "always", value_name = "WHEN")]
         keep: Option<run::Keep>,
         /// If another run holds the chroot's lock, exit 75 at once instead of waiting.
         #[arg(long)]
@@ -209,6 +210,17 @@ pub fn main() -> i32 {
             };
         }
     };
+    if matches!(
+        cli.command,
+        Cmd::Plan { .. }
+            | Cmd::List { .. }
+            | Cmd::Runs { .. }
+            | Cmd::Logs { .. }
+            | Cmd::Check { .. }
+    ) {
+        // Data commands end quietly when their reader goes away (`bldr list | head`).
+        crate::sandbox::default_sigpipe();
+    }
     let search = SearchPath::from_env(cli.profiles.as_deref());
     match cli.command {
         Cmd::Sandbox {

@@ -133,6 +133,9 @@ pub struct ArtifactPlan {
     pub copy: bool,
     /// When `from` lies in a shared tree, the same folder on the host.
     pub host_path: Option<PathBuf>,
+    /// That shared tree's source on the host: `host_path` must resolve inside it.
+    #[serde(default)]
+    pub share_source: Option<PathBuf>,
 }
 
 /// Everything a run will do, in order.
@@ -273,8 +276,9 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
                 },
             )
         },
+        // Not nodev: /dev/ptmx and the ptys are device nodes on this mount.
         MountOp {
-            nodev: true,
+            nodev: false,
             ..op("/dev/pts", MountKind::Devpts)
         },
         op(
@@ -400,6 +404,7 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
                 }
             });
             ArtifactPlan {
+                share_source: share.map(|s| s.source.clone()),
                 from: a.from.clone(),
                 include: a.include.clone(),
                 exclude: a.exclude.clone(),

@@ -175,6 +175,9 @@ fn make(rep: &Reporter, kind: &RootKind, dir: &Path) -> Result<(), String> {
                     dir
                 ),
             )?;
+            if tarball.extension().is_some_and(|e| e == "download") {
+                let _ = std::fs::remove_file(&tarball);
+            }
             for d in ["proc", "dev", "sys"] {
                 let _ = std::fs::create_dir_all(dir.join(d));
             }

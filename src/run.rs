@@ -166,6 +166,12 @@ fn record_in_place(
         let (Some(dir), Some(Some(snap))) = (&rule.host_path, before.get(i)) else {
             continue;
         };
+        if let Some(share) = &rule.share_source {
+            if let Err(why) = artifact::inside_share(dir, share) {
+                sink.refuse(i, rule.from.to_string(), why);
+                continue;
+            }
+        }
         let Ok(sel) = artifact::Selector::new(rule) else {
             continue;
         };
@@ -376,10 +382,16 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         .artifacts
         .iter()
         .map(|a| {
-            a.host_path
+            let host = a.host_path.as_ref().filter(|_| !a.copy)?;
+            let safe = a
+                .share_source
                 .as_ref()
-                .filter(|_| !a.copy)
-                .map(|p| artifact::snapshot(p))
+                .is_none_or(|s| artifact::inside_share(host, s).is_ok());
+            Some(if safe {
+                artifact::snapshot(host)
+            } else {
+                artifact::Snapshot::new()
+            })
         })
         .collect();
     let mut sink = ArtifactSink::new(&work, plan.artifacts.len());

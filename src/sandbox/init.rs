@@ -108,7 +108,7 @@ struct Init<'a> {
 }
 
 /// Entry point of PID 1. Returns the exit code for the sandbox process.
-pub fn run(plan: &Plan, mut wire: Wire) -> i32 {
+pub fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
     // SAFETY: fd 0 stays open for the life of this process (it is never closed here).
     let lifeline = unsafe { BorrowedFd::borrow_raw(0) };
     // If our parent (the monitor) dies, so do we; and if it already died before the
@@ -117,21 +117,13 @@ pub fn run(plan: &Plan, mut wire: Wire) -> i32 {
     if lifeline_cut(lifeline) {
         return exit::SETUP;
     }
+    // Not dumpable: the build's processes, root as they are, need CAP_SYS_PTRACE to look
+    // into PID 1's descriptors and memory (proc(5), /proc/pid/fd access mode).
+    let _ = nix::sys::prctl::set_dumpable(false);
     wire.send(Event::Namespaces {
         pid_ns: sys::namespace_inode("pid"),
         mnt_ns: sys::namespace_inode("mnt"),
     });
-    // The only host folder the build's side ever writes to, opened while the host's root
-    // is still reachable; after the pivot this descriptor is the one way to it.
-    let stage = match plan.artifacts_dir.as_deref().map(sys::open_dir).transpose() {
-        Ok(s) => s,
-        Err(e) => {
-            wire.send(Event::SetupFailed {
-                message: e.to_string(),
-            });
-            return exit::SETUP;
-        }
-    };
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let created = match mounts::apply(plan, &mut LiveMounts::default()) {
         Ok(c) => c,
@@ -195,9 +187,14 @@ pub fn run(plan: &Plan, mut wire: Wire) -> i32 {
     let killed = init.kill_everything();
     // Collect only once nothing of the build can change the files any more, and not
     // when the user asked the build to stop.
-    if let (Some(stage), None) = (&stage, init.interrupted) {
-        if let Err(message) = super::collect::collect(plan, stage.as_fd(), &mut init.wire) {
-            init.wire.send(Event::ArtifactsFailed { message });
+    if plan.artifacts_dir.is_some() && init.interrupted.is_none() {
+        match fetch_stage(handoff) {
+            Ok(stage) => {
+                if let Err(message) = super::collect::collect(plan, stage.as_fd(), &mut init.wire) {
+                    init.wire.send(Event::ArtifactsFailed { message });
+                }
+            }
+            Err(message) => init.wire.send(Event::ArtifactsFailed { message }),
         }
     }
     let leftover = mounts::remove_created(&created);
@@ -206,6 +203,14 @@ pub fn run(plan: &Plan, mut wire: Wire) -> i32 {
         leftover_mount_points: leftover,
     });
     code
+}
+
+/// Asks the monitor for the artifacts folder (see `monitor_main`).
+fn fetch_stage(mut handoff: std::os::unix::net::UnixStream) -> Result<OwnedFd, String> {
+    handoff
+        .write_all(b"S")
+        .map_err(|e| format!("cannot ask for the artifacts folder: {e}"))?;
+    sys::recv_fd(handoff.as_fd()).map_err(|e| format!("cannot receive the artifacts folder: {e}"))
 }
 
 impl Init<'_> {

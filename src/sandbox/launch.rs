@@ -88,11 +88,18 @@ pub fn launch(plan: &Plan, lock: Option<&std::fs::File>) -> io::Result<(Launched
     if let Some(lock) = lock {
         let fd = lock.as_raw_fd();
         cmd.arg("--lock-fd").arg("3");
-        // SAFETY: between fork and exec only async-signal-safe calls: dup2 places the
-        // lock on fd 3 without CLOEXEC (dup2 clears it), nothing else.
+        // SAFETY: between fork and exec only async-signal-safe calls: dup2 or fcntl
+        // place the lock on fd 3 without close-on-exec, nothing else.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 {
+                // dup2 onto itself changes nothing, so an fd that already is 3 only
+                // needs its close-on-exec flag cleared.
+                let ok = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) >= 0
+                } else {
+                    libc::dup2(fd, 3) >= 0
+                };
+                if !ok {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())

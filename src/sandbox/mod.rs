@@ -38,6 +38,14 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Restores SIGPIPE's default action (Rust ignores it), so that a command printing data
+/// ends quietly when its reader is gone instead of failing on every write.
+pub fn default_sigpipe() {
+    // SAFETY: setting a disposition, no handler code.
+    let _ =
+        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+}
+
 /// The monitor: `bldr __sandbox --parent PID`. Returns its exit code.
 /// `lock_fd` is the chroot's lock, kept open (fd 3) for as long as the build lives.
 pub fn monitor_main(parent: i32, lock_fd: Option<i32>) -> i32 {
@@ -94,6 +102,28 @@ pub fn monitor_main(parent: i32, lock_fd: Option<i32>) -> i32 {
         });
         return crate::exit::SETUP;
     }
+    // The artifacts folder on the host is opened here and stays with the monitor, which
+    // the build cannot see (it is outside the build's PID namespace): init gets it only
+    // after every process of the build is dead, so no command can reach the host
+    // through /proc/1/fd.
+    let stage = match plan.artifacts_dir.as_deref().map(sys::open_dir).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            wire.send(Event::SetupFailed {
+                message: e.to_string(),
+            });
+            return crate::exit::SETUP;
+        }
+    };
+    let (handoff, init_end) = match std::os::unix::net::UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            wire.send(Event::SetupFailed {
+                message: format!("cannot create the handoff socket: {e}"),
+            });
+            return crate::exit::SETUP;
+        }
+    };
     // SAFETY: the monitor is single-threaded (a fresh exec that started no thread).
     let child = match unsafe { nix::unistd::fork() } {
         Err(e) => {
@@ -103,28 +133,80 @@ pub fn monitor_main(parent: i32, lock_fd: Option<i32>) -> i32 {
             return crate::exit::SETUP;
         }
         Ok(ForkResult::Child) => {
-            let code = init::run(&plan, wire);
+            drop(stage);
+            drop(handoff);
+            if lock_fd == Some(3) {
+                // The monitor holds the chroot's lock for as long as init lives.
+                sys::close_fd(3);
+            }
+            let code = init::run(&plan, wire, init_end);
             // SAFETY: leaving PID 1 without unwinding; the namespace dies with it.
             unsafe { libc::_exit(code) }
         }
         Ok(ForkResult::Parent { child }) => child,
     };
     drop(wire);
-    relay_until_exit(child, &signals)
+    drop(init_end);
+    relay_until_exit(child, &signals, handoff, stage)
 }
 
-/// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to init and returns init's exit status.
-fn relay_until_exit(child: Pid, signals: &nix::sys::signal::SigSet) -> i32 {
+/// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to init, hands init the artifacts folder when
+/// it asks (once), and returns init's exit status.
+fn relay_until_exit(
+    child: Pid,
+    signals: &nix::sys::signal::SigSet,
+    handoff: std::os::unix::net::UnixStream,
+    mut stage: Option<std::os::fd::OwnedFd>,
+) -> i32 {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let Ok(sigfd) = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+    else {
+        let _ = kill(child, Signal::SIGKILL);
+        return crate::exit::SETUP;
+    };
+    let mut handoff = Some(handoff);
     loop {
-        let Ok(sig) = signals.wait() else { continue };
-        if sig != Signal::SIGCHLD {
-            let _ = kill(child, sig);
+        let (sig_ready, ask_ready) = {
+            let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+            if let Some(h) = &handoff {
+                fds.push(PollFd::new(h.as_fd(), PollFlags::POLLIN));
+            }
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                (false, false)
+            } else {
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), fds.get(1).is_some_and(ready))
+            }
+        };
+        if ask_ready {
+            if let Some(mut h) = handoff.take() {
+                let mut byte = [0u8; 1];
+                if matches!(h.read(&mut byte), Ok(1)) {
+                    if let Some(fd) = stage.take() {
+                        let _ = sys::send_fd(h.as_fd(), fd.as_fd());
+                    }
+                }
+            }
+        }
+        if !sig_ready {
             continue;
         }
-        match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, s, _)) => return crate::exit::signal(s as i32),
-            _ => {}
+        while let Ok(Some(info)) = sigfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            if sig != Signal::SIGCHLD {
+                let _ = kill(child, sig);
+                continue;
+            }
+            match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, s, _)) => return crate::exit::signal(s as i32),
+                _ => {}
+            }
         }
     }
 }

@@ -351,3 +351,49 @@ pub fn loopback_up() -> SysResult<()> {
     }
     Ok(())
 }
+
+/// Closes one descriptor this process owns and holds no Rust handle to.
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and nothing else refers to it.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// Sends `fd` over a unix socket with one byte of data (unix(7), SCM_RIGHTS).
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"F")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+}
+
+/// Receives one descriptor sent with [`send_fd`].
+pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel installed this descriptor for us just now.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(Errno::EBADMSG)
+}
