@@ -294,27 +294,35 @@ fn a_shared_rule_folder_swapped_for_a_link_records_nothing_outside_the_share() {
     }
     let world = World::new();
     world.busybox_root("root");
+    // host-only/id_rsa and host-only/pkgs/id_rsa: what the links below lead to on the host.
     let secret_dir = world.path("host-only");
-    fs::create_dir_all(&secret_dir).unwrap();
+    fs::create_dir_all(secret_dir.join("pkgs")).unwrap();
     fs::write(secret_dir.join("id_rsa"), secret_text()).unwrap();
+    fs::write(secret_dir.join("pkgs/id_rsa"), secret_text()).unwrap();
     let shared = world.path("binpkgs");
     fs::create_dir_all(shared.join("pkgs")).unwrap();
-    // From inside the chroot the link leads nowhere; read on the host, it climbs out
-    // of the share into host-only/.
+    fs::create_dir_all(shared.join("deep/pkgs")).unwrap();
+    // From inside the chroot the links lead nowhere; read on the host, they climb out of
+    // the share into host-only/: rule 0's own folder, and rule 1's parent.
     let profile = world.profile(
         "swap",
         &format!(
             r#"chroot: root
 shared:
-  - source: {}
+  - source: {share}
     target: /var/cache/binpkgs
 commands:
-  - rm -rf /var/cache/binpkgs/pkgs && ln -s ../../../../../../../..{} /var/cache/binpkgs/pkgs
+  - |
+    cd /var/cache/binpkgs
+    rm -rf pkgs deep
+    ln -s ../../../../../../../..{secret} pkgs
+    ln -s ../../../../../../../..{secret} deep
 artifacts:
   - from: /var/cache/binpkgs/pkgs
+  - from: /var/cache/binpkgs/deep/pkgs
 "#,
-            shared.display(),
-            secret_dir.display()
+            share = shared.display(),
+            secret = secret_dir.display()
         ),
     );
     let out = output_within(
@@ -333,6 +341,12 @@ artifacts:
         assert_ne!(
             a["path"], "id_rsa",
             "a host file was taken for an artifact: {a}"
+        );
+    }
+    for rule in [0, 1] {
+        assert!(
+            !refused_paths(&report, rule).is_empty(),
+            "rule {rule}'s folder leads out of the share; that is recorded as refused: {report:#}"
         );
     }
 }
