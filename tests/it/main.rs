@@ -6,6 +6,7 @@ mod cli;
 mod corpus;
 mod debian;
 mod fuzz;
+mod gentoo;
 mod ephemeral;
 mod records;
 mod root;
