@@ -293,15 +293,16 @@ fn scratch_is_tagged_during_the_run_and_removed_after_it() {
     let profile = world.profile(
         "scratch",
         &format!(
-            "chroot: root\nephemeral: true\nshared: [{{source: {}, target: /ctl}}]\ncommands: ['echo x > /etc/x; while [ ! -e /ctl/go ]; do sleep 0.05; done']\n",
+            "chroot: root\nephemeral: true\nshared: [{{source: {}, target: /ctl}}]\ncommands: ['echo x > /etc/x; touch /ctl/started; while [ ! -e /ctl/go ]; do sleep 0.05; done']\n",
             ctl.display()
         ),
     );
     let mut bg = Bg::run(&world, &profile, &[], "scratch");
     let scratch = world.state().join("scratch");
     assert!(
-        eventually(HANG, || !scratch_runs(&world).is_empty() || !bg.running()),
-        "no scratch folder appeared"
+        eventually(HANG, || ctl.join("started").exists() || !bg.running()),
+        "the build never started: {}",
+        bg.stderr()
     );
     let during = scratch_runs(&world);
     assert_eq!(during.len(), 1, "{during:?}; {}", bg.stderr());
