@@ -60,7 +60,7 @@ fn debian_hello_builds_from_source_with_the_build_step_offline() {
     let profile = world.profile(
         "hello",
         &format!(
-            "extends: {}\nchroot: {}\ncommands:\n  - apt-get update\n  - apt-get build-dep -y hello\n  - apt-get source hello\n  - name: build (no network)\n    run: |\n      if ping -c1 -W1 deb.debian.org >/dev/null 2>&1 || getent hosts deb.debian.org >/dev/null; then echo NETWORK-VISIBLE; fi\n      cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo\n      cd hello-*/ && dpkg-buildpackage -b -uc -us\n    network: none\n",
+            "extends: {}\nchroot: {}\ncommands:\n  - apt-get update\n  - apt-get build-dep -y hello\n  - apt-get source hello\n  - name: build (no network)\n    run: |\n      if ping -c1 -W1 deb.debian.org >/dev/null 2>&1 || getent hosts deb.debian.org >/dev/null; then echo NET\"\"WORK-VISIBLE; fi\n      cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo\n      cd hello-*/ && dpkg-buildpackage -b -uc -us\n    network: none\n",
             base.display(),
             root.display()
         ),
