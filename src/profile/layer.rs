@@ -181,6 +181,16 @@ pub fn parse_layer(bytes: &[u8], file: &Path) -> Result<Layer, ProfileError> {
         ProfileError::new(&Origin::in_file(&file_arc, &index, key.to_string()), msg).at(pos)
     };
 
+    if let Some(pos) = index.too_deep {
+        return Err(at(
+            pos,
+            "",
+            format!(
+                "maps and lists are nested more than {} levels deep here; a profile needs at most 4",
+                super::locate::MAX_DEPTH
+            ),
+        ));
+    }
     if let Some(pos) = index.second_document {
         return Err(at(
             pos,

@@ -23,7 +23,14 @@ pub struct KeyIndex {
     pub duplicate: Option<(String, Pos)>,
     /// Where a second document starts, if there is one.
     pub second_document: Option<Pos>,
+    /// Where the nesting first goes deeper than [`MAX_DEPTH`], if it does.
+    pub too_deep: Option<Pos>,
 }
+
+/// The deepest nesting of maps and lists accepted. A profile needs four levels
+/// (`commands[0].env.NAME`); the limit is far above that and far below the depth at
+/// which the YAML deserializer becomes slow (it is quadratic in the nesting).
+pub const MAX_DEPTH: usize = 32;
 
 impl KeyIndex {
     /// Indexes `text`. A document the event parser cannot read gives an empty index:
@@ -31,9 +38,14 @@ impl KeyIndex {
     pub fn build(text: &str) -> KeyIndex {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut builder, true).is_err() {
+        if let Err(e) = parser.load(&mut builder, true) {
             let mut partial = builder.index;
             partial.positions.clear();
+            // The scanner refuses very deep nesting before it reports a single event
+            // of it; that is the case the depth check exists for.
+            if e.info().contains("recursion limit") && partial.too_deep.is_none() {
+                partial.too_deep = Some(pos(e.marker()));
+            }
             return partial;
         }
         builder.index
@@ -118,6 +130,12 @@ fn join(parent: &str, key: &str) -> String {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if matches!(ev, Event::MappingStart(..) | Event::SequenceStart(..))
+            && self.stack.len() + self.skipping >= MAX_DEPTH
+            && self.index.too_deep.is_none()
+        {
+            self.index.too_deep = Some(pos(&mark));
+        }
         if self.skipping > 0 {
             match ev {
                 Event::MappingStart(..) | Event::SequenceStart(..) => self.skipping += 1,
@@ -239,6 +257,19 @@ mod tests {
     fn a_second_document_is_found() {
         let idx = KeyIndex::build("a: 1\n---\nb: 2\n");
         assert_eq!(idx.second_document.map(|p| p.line), Some(2));
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_found() {
+        let deep = |n: usize| format!("a: {}{}\n", "[".repeat(n), "]".repeat(n));
+        assert_eq!(KeyIndex::build(&deep(MAX_DEPTH - 1)).too_deep, None);
+        let idx = KeyIndex::build(&deep(MAX_DEPTH));
+        assert_eq!(idx.too_deep.map(|p| p.line), Some(1));
+        let idx = KeyIndex::build(&format!("? {}\n: 1\n", deep(MAX_DEPTH)));
+        assert!(idx.too_deep.is_some());
+        // Deeper than the scanner itself allows: it fails before any event.
+        let idx = KeyIndex::build(&deep(100_000));
+        assert_eq!(idx.too_deep.map(|p| p.line), Some(1));
     }
 
     #[test]
