@@ -193,6 +193,9 @@ pub struct ArtifactRecord {
 pub struct Refusal {
     pub rule: usize,
     pub path: String,
+    /// The exact bytes of `path` in hex, when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path_hex: Option<String>,
     pub reason: String,
 }
 

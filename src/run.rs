@@ -131,8 +131,13 @@ impl ArtifactSink {
         }
     }
 
-    fn refuse(&mut self, rule: usize, path: String, reason: String) {
-        self.refused.push(Refusal { rule, path, reason });
+    fn refuse(&mut self, rule: usize, path: String, path_hex: Option<String>, reason: String) {
+        self.refused.push(Refusal {
+            rule,
+            path,
+            path_hex,
+            reason,
+        });
     }
 
     fn close(&mut self) {
@@ -168,7 +173,7 @@ fn record_in_place(
         };
         if let Some(share) = &rule.share_source {
             if let Err(why) = artifact::inside_share(dir, share) {
-                sink.refuse(i, rule.from.to_string(), why);
+                sink.refuse(i, rule.from.to_string(), None, why);
                 continue;
             }
         }
@@ -177,7 +182,8 @@ fn record_in_place(
         };
         let (found, refused) = artifact::changed_in_place(dir, &sel, snap);
         for (rel, why) in refused {
-            sink.refuse(i, rel.display().to_string(), why);
+            let (path, path_hex) = artifact::display_path(artifact::bytes_of(&rel));
+            sink.refuse(i, path, path_hex, why);
         }
         for f in found {
             match record::sha256_file(&f.host_path) {
@@ -204,6 +210,7 @@ fn record_in_place(
                 Err(e) => sink.refuse(
                     i,
                     f.rel.display().to_string(),
+                    None,
                     format!("cannot be read: {e}"),
                 ),
             }
@@ -859,7 +866,12 @@ pub fn watch(
                         host_path: None,
                     },
                 ),
-                Event::ArtifactRefused { rule, path, reason } => sink.refuse(rule, path, reason),
+                Event::ArtifactRefused {
+                    rule,
+                    path,
+                    path_hex,
+                    reason,
+                } => sink.refuse(rule, path, path_hex, reason),
                 Event::ArtifactRuleDone { .. } => {}
                 Event::ArtifactsFailed { message } => {
                     if sink.failed.is_none() {

@@ -27,12 +27,15 @@ pub fn create(state: &Path, run_id: &str) -> io::Result<PathBuf> {
     let root = state.join("scratch");
     fs::create_dir_all(&root)?;
     tag(&root)?;
+    // Made under a temporary name and renamed, so the folder is never seen untagged.
     let dir = root.join(run_id);
-    fs::create_dir(&dir)?;
-    tag(&dir)?;
+    let tmp = root.join(format!(".{run_id}.new"));
+    fs::create_dir(&tmp)?;
+    tag(&tmp)?;
     for sub in ["upper", "work", "merged"] {
-        fs::create_dir(dir.join(sub))?;
+        fs::create_dir(tmp.join(sub))?;
     }
+    fs::rename(&tmp, &dir)?;
     Ok(dir)
 }
 

@@ -41,6 +41,7 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
                         wire.send(Event::ArtifactRefused {
                             rule: index,
                             path,
+                            path_hex: None,
                             reason: format!("cannot be read: {e}"),
                         });
                         continue;
@@ -53,13 +54,18 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
                     continue;
                 }
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                let refused = |reason: String| {
+                    let (path, path_hex) = artifact::display_path(rel.as_os_str().as_bytes());
+                    Event::ArtifactRefused {
+                        rule: index,
+                        path,
+                        path_hex,
+                        reason,
+                    }
+                };
                 match sel.decide(rel, artifact::kind_of(entry.file_type()), size) {
                     Verdict::Skip => {}
-                    Verdict::Refuse(reason) => wire.send(Event::ArtifactRefused {
-                        rule: index,
-                        path: artifact::display_path(rel.as_os_str().as_bytes()).0,
-                        reason,
-                    }),
+                    Verdict::Refuse(reason) => wire.send(refused(reason)),
                     Verdict::Take => match copy_one(entry.path(), rel, stage, &mut buf) {
                         Ok(Some((size, sha256))) => {
                             matched += 1;
@@ -74,11 +80,9 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
                                 source: entry.path().display().to_string(),
                             });
                         }
-                        Ok(None) => wire.send(Event::ArtifactRefused {
-                            rule: index,
-                            path: artifact::display_path(rel.as_os_str().as_bytes()).0,
-                            reason: "another rule already collected a file of this name".into(),
-                        }),
+                        Ok(None) => wire.send(refused(
+                            "another rule already collected a file of this name".into(),
+                        )),
                         Err(message) => return Err(message),
                     },
                 }

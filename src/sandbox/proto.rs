@@ -52,6 +52,7 @@ pub enum Event {
     ArtifactRefused {
         rule: usize,
         path: String,
+        path_hex: Option<String>,
         reason: String,
     },
     /// A rule is done; `matched` files were copied.
