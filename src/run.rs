@@ -480,7 +480,6 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
             "warning: the host's mount table changed during the run (see report.json host_clean)",
         );
     }
-    log.sync();
     // A collection that failed part-way stays `<run-id>.incomplete`; everything else is
     // published under its id.
     let publish = sink.failed.is_none();
@@ -516,7 +515,6 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
             }
         }
     }
-    log.sync();
     let report = Report {
         schema_version: record::SCHEMA_VERSION,
         bldr_version: env!("CARGO_PKG_VERSION").into(),
