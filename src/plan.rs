@@ -335,40 +335,30 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
     user.sort_by_key(|m| m.target.depth());
     system.extend(user);
 
-    let mut env: Vec<EnvVar> = Vec::new();
-    let mut set = |name: &str, value: String, from: EnvSource| {
-        env.retain(|v: &EnvVar| v.name != name);
-        env.push(EnvVar {
-            name: name.into(),
-            value,
-            from,
-        });
-    };
-    set(
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        EnvSource::Default,
-    );
-    set("HOME", "/root".into(), EnvSource::Default);
-    set(
-        "TERM",
-        inputs
-            .host_env
-            .get("TERM")
-            .cloned()
-            .unwrap_or_else(|| "dumb".into()),
-        EnvSource::Default,
-    );
-    set("LANG", "C.UTF-8".into(), EnvSource::Default);
+    // Later sources win: defaults, then pass_env, then the profile's env.
+    let mut env: BTreeMap<String, (String, EnvSource)> = BTreeMap::new();
+    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    env.insert("PATH".into(), (path.into(), EnvSource::Default));
+    env.insert("HOME".into(), ("/root".into(), EnvSource::Default));
+    let term = inputs
+        .host_env
+        .get("TERM")
+        .cloned()
+        .unwrap_or_else(|| "dumb".into());
+    env.insert("TERM".into(), (term, EnvSource::Default));
+    env.insert("LANG".into(), ("C.UTF-8".into(), EnvSource::Default));
     for name in &profile.pass_env {
         if let Some(v) = inputs.host_env.get(name) {
-            set(name, v.clone(), EnvSource::Host);
+            env.insert(name.clone(), (v.clone(), EnvSource::Host));
         }
     }
     for (k, v) in &profile.env {
-        set(k, v.clone(), EnvSource::Profile);
+        env.insert(k.clone(), (v.clone(), EnvSource::Profile));
     }
-    env.sort_by(|a, b| a.name.cmp(&b.name));
+    let env: Vec<EnvVar> = env
+        .into_iter()
+        .map(|(name, (value, from))| EnvVar { name, value, from })
+        .collect();
 
     let commands = profile
         .commands

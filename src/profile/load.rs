@@ -180,8 +180,15 @@ pub fn read_chain(path: &Path, search: &SearchPath) -> Result<(Layer, Vec<PathBu
         chain.push(layer);
         let Some(ext) = next else { break };
         let dir = current.parent().unwrap_or(Path::new("/")).to_path_buf();
-        current = search
-            .resolve(&ext.value, &dir)
+        // A base named by a child is looked for beside the child first, then on the
+        // search path.
+        let beside = ["yaml", "yml"]
+            .iter()
+            .map(|e| dir.join(format!("{}.{e}", ext.value)))
+            .find(|p| !is_path(&ext.value) && p.is_file());
+        current = beside
+            .map(Ok)
+            .unwrap_or_else(|| search.resolve(&ext.value, &dir))
             .map_err(|e| ProfileError::new(&ext.origin, e.message))?;
         if !current.is_file() {
             return Err(ProfileError::new(

@@ -212,6 +212,26 @@ fn hostname_from_name(name: &str) -> String {
     }
 }
 
+/// The host trees bldr never binds in (SPEC §4.2): the kernel's own trees and /run are
+/// set up fresh or not at all, and binding `/` would hand the build the whole host.
+fn host_tree_refused(source: &Path) -> Option<String> {
+    if source == Path::new("/") {
+        return Some("the source is the host's `/`; share the folders the build needs".into());
+    }
+    for tree in ["/proc", "/sys", "/dev"] {
+        if source.starts_with(tree) {
+            return Some(format!(
+                "`{}` is in the host's {tree}; bldr never binds the host's /proc, /sys or /dev (the build gets fresh ones)",
+                source.display()
+            ));
+        }
+    }
+    if source == Path::new("/run") {
+        return Some("bldr never binds the host's whole /run; share the one folder or socket the build needs".into());
+    }
+    None
+}
+
 /// Removes `.` and resolves `..` lexically; the path must already be absolute.
 pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
@@ -283,6 +303,14 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
         Some(item) => item.value.clone(),
         None => hostname_from_name(&ctx.name),
     };
+    let profile_network = layer
+        .network
+        .as_ref()
+        .map(|n| match n.value.as_str() {
+            "none" => Network::None,
+            _ => Network::Host,
+        })
+        .unwrap_or(Network::Host);
     let network = layer
         .network
         .as_ref()
@@ -329,6 +357,10 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
         let Some(source) = c.host_path(source_text, &source_origin) else {
             continue;
         };
+        if let Some(why) = host_tree_refused(&source) {
+            c.err(&source_origin, why);
+            continue;
+        }
         let target_text = match target_text {
             Some(t) => t.to_string(),
             None => match source.to_str() {
@@ -442,6 +474,12 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
                                 origin: item.origin.child("network"),
                             })
                         });
+                        if network == Some(Network::Host) && profile_network == Network::None {
+                            c.err(
+                                &item.origin.child("network"),
+                                "the build has `network: none`; a command cannot have more network than its build (set `network: host` on the profile and `none` on the other commands)",
+                            );
+                        }
                         let workdir = f
                             .workdir
                             .as_ref()

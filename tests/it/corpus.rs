@@ -170,7 +170,10 @@ const CASES: &[Case] = &[
     bad("bad_env_name_dash.yaml",     &[e(":4:3: env.MAKE-OPTS: ", "`MAKE-OPTS` is not a valid variable name")]),
     bad("bad_pass_env_name.yaml",     &[e(":5:5: pass_env[1]: ", "`SSH AUTH SOCK` is not a valid variable name")]),
     bad("bad_network.yaml",           &[e(":3:1: network: ", "unknown network `nnone` (did you mean `none`?)")]),
-    bad("bad_command_network.yaml",   &[e(":5:5: commands[0].network: ", "unknown network `offline`; use `host` or `none`")]),
+    bad("command_network_above_build.yaml", &[e(":6:5: commands[0].network: ", "a command cannot have more network than its build")]),
+    bad("source_host_dev.yaml",       &[e(":4:5: shared[0]: ", "bldr never binds the host's /proc, /sys or /dev")]),
+    bad("source_host_root.yaml",      &[e(":4:5: shared[0].source: ", "the source is the host's `/`")]),
+        bad("bad_command_network.yaml",   &[e(":5:5: commands[0].network: ", "unknown network `offline`; use `host` or `none`")]),
     // artifact rules
     bad("absolute_glob.yaml",         &[e(":6:15: artifacts[0].include[0]: ", "`/etc/shadow` is absolute")]),
     bad("glob_dotdot.yaml",           &[e(":6:24: artifacts[0].include[1]: ", "`../../*` climbs out with `..`")]),

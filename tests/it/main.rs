@@ -5,9 +5,9 @@
 mod cli;
 mod corpus;
 mod debian;
+mod ephemeral;
 mod fuzz;
 mod gentoo;
-mod ephemeral;
 mod records;
 mod root;
 mod util;
