@@ -382,10 +382,16 @@ fn list(search: &SearchPath, json: bool) -> i32 {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:width$}  FILE  DESCRIPTION", "NAME");
+    let fwidth = rows
+        .iter()
+        .map(|r| r["file"].as_str().unwrap_or("").len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:width$}  {:fwidth$}  DESCRIPTION", "NAME", "FILE");
     for r in &rows {
         println!(
-            "{:width$}  {}  {}",
+            "{:width$}  {:fwidth$}  {}",
             r["name"].as_str().unwrap_or(""),
             r["file"].as_str().unwrap_or(""),
             r["description"].as_str().unwrap_or("-")
