@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/release/bldr
 DEMO_ROOT := .demo/root
 # Debian packages the targets need; installed on first use.
-TEST_PKGS := busybox-static
+TEST_PKGS := busybox-static debootstrap
 BENCH_PKGS := busybox-static bubblewrap systemd-container hyperfine debootstrap
 
 .PHONY: help build test lint demo bench deps clean
