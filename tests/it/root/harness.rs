@@ -507,10 +507,10 @@ impl Running<'_> {
     /// Opens the build's PID and mount namespaces through the monitor, once it has
     /// created them, so that their inode numbers stay taken (and cannot be reused by
     /// another test's build) while the test looks for what is left in them.
-    pub fn pin(&self, pins: &mut Pins) {
+    pub fn pin(&mut self, pins: &mut Pins) {
+        let outer_mnt = ns_inode(&format!("/proc/{}/ns/mnt", self.holder().0));
         let Some(mon) = self.monitor() else { return };
         let host_pid = ns_inode("/proc/self/ns/pid");
-        let outer_mnt = ns_inode(&format!("/proc/{}/ns/mnt", self.pid));
         if pins.pid.is_none() {
             if let Some(p) = NsPin::open(&format!("/proc/{mon}/ns/pid_for_children")) {
                 if Some(p.ino) != host_pid {
@@ -525,6 +525,18 @@ impl Running<'_> {
                 }
             }
         }
+    }
+
+    /// Waits at most `limit` for bldr to exit; reaps it if it did.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while !self.exited() {
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.status
     }
 
     /// Waits (at most [`RUN_LIMIT`]) for bldr to exit and reaps it.
@@ -783,6 +795,14 @@ fn children(pid: i32) -> Vec<i32> {
     out
 }
 
+fn is_zombie(pid: i32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    matches!(state, Some('Z' | 'X'))
+}
+
 fn comm(pid: i32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
@@ -801,8 +821,13 @@ fn describe(pid: i32) -> String {
 
 /// What is still alive of a build: processes in its PID or mount namespace, processes
 /// of its sandbox (`bldr __sandbox --parent BLDR_PID`), and descriptors of other
-/// processes that hold one of its namespaces open.
-pub fn leftovers(pid_ns: Option<u64>, mnt_ns: Option<u64>, bldr_pid: i32) -> Vec<String> {
+/// processes that hold one of its namespaces open. Each with the pid to kill when it is
+/// a process of the build.
+fn leftovers(
+    pid_ns: Option<u64>,
+    mnt_ns: Option<u64>,
+    bldr_pid: i32,
+) -> Vec<(Option<i32>, String)> {
     let me = std::process::id() as i32;
     let marker = format!("__sandbox\0--parent\0{bldr_pid}\0");
     let tags: Vec<String> = [
@@ -814,19 +839,24 @@ pub fn leftovers(pid_ns: Option<u64>, mnt_ns: Option<u64>, bldr_pid: i32) -> Vec
     .collect();
     let mut found = Vec::new();
     for p in pids() {
-        if p == me {
+        // A zombie is dead already; it only waits for whoever inherited it to reap it,
+        // which on some hosts takes a while.
+        if p == me || is_zombie(p) {
             continue;
         }
         for kind in ["pid", "mnt"] {
             if let Ok(l) = fs::read_link(format!("/proc/{p}/ns/{kind}")) {
                 if tags.iter().any(|t| l.as_os_str() == t.as_str()) {
-                    found.push(format!("process {} in {}", describe(p), l.display()));
+                    found.push((
+                        Some(p),
+                        format!("process {} in {}", describe(p), l.display()),
+                    ));
                 }
             }
         }
         let cmdline = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&cmdline).contains(&marker) {
-            found.push(format!("sandbox process {}", describe(p)));
+            found.push((Some(p), format!("sandbox process {}", describe(p))));
         }
         for fd in fs::read_dir(format!("/proc/{p}/fd"))
             .into_iter()
@@ -835,11 +865,14 @@ pub fn leftovers(pid_ns: Option<u64>, mnt_ns: Option<u64>, bldr_pid: i32) -> Vec
         {
             if let Ok(l) = fs::read_link(fd.path()) {
                 if tags.iter().any(|t| l.as_os_str() == t.as_str()) {
-                    found.push(format!(
-                        "descriptor {} of {} holds {}",
-                        fd.file_name().to_string_lossy(),
-                        describe(p),
-                        l.display()
+                    found.push((
+                        None,
+                        format!(
+                            "descriptor {} of {} holds {}",
+                            fd.file_name().to_string_lossy(),
+                            describe(p),
+                            l.display()
+                        ),
                     ));
                 }
             }
@@ -848,21 +881,51 @@ pub fn leftovers(pid_ns: Option<u64>, mnt_ns: Option<u64>, bldr_pid: i32) -> Vec
     found
 }
 
-/// Polls [`leftovers`] for up to 3 s (a killed process takes a moment to die) and
-/// returns what is still there at the end.
-pub fn leftovers_after_a_moment(pins: &Pins, bldr_pid: i32) -> Vec<String> {
+/// The command lines of the live processes in the pinned PID namespace.
+pub fn processes_in(pins: &Pins) -> Vec<String> {
+    let Some(ns) = pins.pid.as_ref().map(|p| format!("pid:[{}]", p.ino)) else {
+        return vec![];
+    };
+    pids()
+        .into_iter()
+        .filter(|p| !is_zombie(*p))
+        .filter(|p| {
+            fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|l| l.as_os_str() == ns.as_str())
+        })
+        .map(|p| {
+            let c = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Fails unless nothing of the build is left, giving killed processes up to 3 s to die.
+/// On failure the survivors (processes of this build only, by pid) are killed first,
+/// so that a failing test leaves nothing running.
+pub fn assert_build_is_gone(pins: &Pins, bldr_pid: i32, when: &str, context: &str) {
     let (p, m) = (
         pins.pid.as_ref().map(|p| p.ino),
         pins.mnt.as_ref().map(|p| p.ino),
     );
     let start = Instant::now();
-    loop {
+    let left = loop {
         let left = leftovers(p, m, bldr_pid);
         if left.is_empty() || start.elapsed() > Duration::from_secs(3) {
-            return left;
+            break left;
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    if left.is_empty() {
+        return;
     }
+    for pid in left.iter().filter_map(|(pid, _)| *pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let what: Vec<&String> = left.iter().map(|(_, w)| w).collect();
+    panic!("{when}: the build outlived its end: {what:#?}\n{context}");
 }
 
 /// The chroot's file tree: path, type, mode, owner, and size (files) or target (links).

@@ -4,11 +4,13 @@
 //! stops the build cleanly and is recorded as `interrupted`.
 
 use super::harness::{
-    leftovers_after_a_moment, namespaces_in, Fixture, Outer, Pins, Running, READY_THEN_WAIT_FOR_GO,
+    assert_build_is_gone, namespaces_in, processes_in, wait_until, Fixture, Outer, Pins, Running,
+    READY_THEN_WAIT_FOR_GO,
 };
 use nix::sys::signal::Signal;
 use std::fs;
 use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 fn sleeper_profile(fx: &Fixture) -> PathBuf {
@@ -27,12 +29,7 @@ fn sleeper_profile(fx: &Fixture) -> PathBuf {
 /// After bldr was killed: no process, sandbox process or namespace of the build is left,
 /// and the outer mount table is the one from before the run.
 fn assert_nothing_left(run: &mut Running<'_>, pins: &Pins, when: &str) {
-    let left = leftovers_after_a_moment(pins, run.pid);
-    assert!(
-        left.is_empty(),
-        "{when}: the build outlived bldr: {left:#?}\n{}",
-        run.output()
-    );
+    assert_build_is_gone(pins, run.pid, when, &run.output());
     let before = run.outer_before();
     let after = run.outer_mounts();
     super::harness::assert_same_mounts(
@@ -74,48 +71,209 @@ fn sigkill_of_bldr_mid_command_leaves_no_process_and_no_mount() {
     assert_nothing_left(&mut run, &pins, "mid-command");
 }
 
+/// What a kill point's delay is counted from.
+#[derive(Debug, Clone, Copy)]
+enum Anchor {
+    /// bldr's exec: its own start, before the sandbox exists.
+    Exec,
+    /// The monitor's appearance: namespaces, init, mounts and pivot follow within ms.
+    Monitor,
+}
+
+/// A build without a trap stops at once on SIGTERM, which bldr sends on right away; a
+/// run still going this long after it (the grace period is 10 s) lost the signal.
+const PROMPT: Duration = Duration::from_secs(3);
+
+/// When the signal is sent.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    /// A delay in ms after an anchor.
+    After(Anchor, u64),
+    /// As soon as the run's directory exists.
+    RunDirAppears,
+    /// As soon as build.log names the namespaces: init is setting up the mounts.
+    NamespacesLogged,
+}
+
+/// What a stopped run left: whether the build's namespaces existed when the signal
+/// was sent, bldr's exit status, and the run directory if one was made.
+struct Stopped {
+    at: String,
+    reached: bool,
+    status: ExitStatus,
+    /// bldr was still running [`PROMPT`] after the signal (and was then killed).
+    lost: bool,
+    /// The run directory's name and its report, if one was made.
+    run_dir: Option<(String, Option<serde_json::Value>)>,
+    output: String,
+}
+
+/// Sends `signal` to bldr at `trigger` and checks that nothing of the build is left.
+fn stop_at(signal: Signal, trigger: Trigger) -> Stopped {
+    let at = format!("{signal:?} at {trigger:?}");
+    let fx = Fixture::new();
+    fs::create_dir(fx.path("share")).unwrap();
+    let profile = sleeper_profile(&fx);
+    let mut run = fx.spawn(&profile, &Outer::default());
+    run.wait_for_exec();
+    let mut pins = Pins::default();
+    let start = Instant::now();
+    // Watch the namespaces appear until it is time to signal, and once more right
+    // after, while the monitor may still be dying.
+    let due = |run: &Running<'_>| -> bool {
+        match trigger {
+            Trigger::After(Anchor::Exec, ms) => start.elapsed() >= Duration::from_millis(ms),
+            Trigger::After(Anchor::Monitor, _) => unreachable!(),
+            Trigger::RunDirAppears => run.run_dir().is_some(),
+            Trigger::NamespacesLogged => run.namespaces_from_log().is_some(),
+        }
+    };
+    if let Trigger::After(Anchor::Monitor, ms) = trigger {
+        let seen = wait_until(Duration::from_secs(10), || run.monitor().is_some());
+        assert!(seen, "{at}: the monitor never appeared\n{}", run.output());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(ms) {
+            run.pin(&mut pins);
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    } else {
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !due(&run) {
+            assert!(Instant::now() < limit, "{at}: never came\n{}", run.output());
+            run.pin(&mut pins);
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    run.signal(signal);
+    run.pin(&mut pins);
+    let (status, lost) = match run.wait_exit_within(PROMPT) {
+        Some(s) => (s, false),
+        None => {
+            run.signal(Signal::SIGKILL);
+            (run.wait_exit(), true)
+        }
+    };
+    if let Some((p, m)) = namespaces_in(&run.log()) {
+        // The log may name namespaces the watch missed. Only pinned ones can be looked
+        // for safely (a free number may be reused by another build at once), so the
+        // log and the pins must at least agree.
+        if let Some(pin) = &pins.pid {
+            assert_eq!(pin.ino, p, "{at}: build.log's pid namespace");
+        }
+        if let Some(pin) = &pins.mnt {
+            assert_eq!(pin.ino, m, "{at}: build.log's mount namespace");
+        }
+    }
+    assert_nothing_left(&mut run, &pins, &at);
+    let run_dir = run.run_dir().map(|d| {
+        let report = fs::read_to_string(d.join("report.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        (
+            d.file_name().unwrap().to_string_lossy().into_owned(),
+            report,
+        )
+    });
+    Stopped {
+        at,
+        reached: pins.pid.is_some(),
+        status,
+        lost,
+        run_dir,
+        output: run.output(),
+    }
+}
+
+/// What is wrong with how a run ended after SIGTERM (SPEC §4.8): the signal must reach
+/// the build at once, and a run that had begun (its directory exists) must end with
+/// 143 and a report saying `interrupted`.
+fn sigterm_problem(s: &Stopped) -> Option<String> {
+    let problem = if s.lost {
+        Some(format!(
+            "bldr still ran {PROMPT:?} after SIGTERM: the signal was lost"
+        ))
+    } else if let Some((dir, report)) = &s.run_dir {
+        let outcome = report.as_ref().map(|r| r["outcome"].clone());
+        let first = report.as_ref().map(|r| r["commands"][0].clone());
+        if s.status.code() != Some(143) {
+            Some(format!(
+                "bldr ended with {:?}, not 143, leaving {dir} with report outcome {outcome:?}",
+                s.status
+            ))
+        } else if outcome != Some(serde_json::json!("interrupted")) {
+            Some(format!("report outcome {outcome:?} in {dir}"))
+        } else if first.is_some_and(|c| c["signal"] == 9) {
+            Some("the command was SIGKILLed at the end of the grace period: SIGTERM never reached it".into())
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    problem.map(|p| format!("{}: {p}\n{}", s.at, s.output))
+}
+
+/// The kill points of the sweeps: bldr's own start, then the sandbox's.
+const SWEEP: [Trigger; 12] = [
+    Trigger::After(Anchor::Exec, 0),
+    Trigger::After(Anchor::Exec, 2),
+    Trigger::After(Anchor::Exec, 5),
+    Trigger::After(Anchor::Exec, 10),
+    Trigger::After(Anchor::Exec, 20),
+    Trigger::After(Anchor::Exec, 50),
+    Trigger::After(Anchor::Monitor, 0),
+    Trigger::After(Anchor::Monitor, 1),
+    Trigger::After(Anchor::Monitor, 2),
+    Trigger::After(Anchor::Monitor, 3),
+    Trigger::After(Anchor::Monitor, 5),
+    Trigger::After(Anchor::Monitor, 8),
+];
+
 #[test]
 fn sigkill_of_bldr_at_early_points_leaves_no_process_and_no_mount() {
     require_root!();
-    let mut reached_the_build = 0;
-    for delay_ms in [0u64, 2, 5, 10, 20, 50] {
-        let fx = Fixture::new();
-        fs::create_dir(fx.path("share")).unwrap();
-        let profile = sleeper_profile(&fx);
-        let mut run = fx.spawn(&profile, &Outer::default());
-        run.wait_for_exec();
-        // Watch the namespaces appear until it is time to kill; once more right after
-        // the kill, while the monitor is still dying.
-        let mut pins = Pins::default();
-        let start = Instant::now();
-        let delay = Duration::from_millis(delay_ms);
-        while start.elapsed() < delay {
-            run.pin(&mut pins);
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        run.signal(Signal::SIGKILL);
-        run.pin(&mut pins);
-        run.wait_exit();
-        if let Some((p, m)) = namespaces_in(&run.log()) {
-            // The log may name namespaces the watch above missed; they can only be
-            // looked for safely while pinned (an unpinned number may be reused), so
-            // then at least the log and the pins must agree.
-            if let Some(pin) = &pins.pid {
-                assert_eq!(pin.ino, p, "delay {delay_ms} ms: pid namespace");
-            }
-            if let Some(pin) = &pins.mnt {
-                assert_eq!(pin.ino, m, "delay {delay_ms} ms: mount namespace");
-            }
-        }
-        if pins.pid.is_some() {
-            reached_the_build += 1;
-        }
-        assert_nothing_left(&mut run, &pins, &format!("killed {delay_ms} ms after exec"));
-    }
+    let reached = SWEEP
+        .iter()
+        .filter(|t| stop_at(Signal::SIGKILL, **t).reached)
+        .count();
     assert!(
-        reached_the_build > 0,
+        reached > 0,
         "no kill point came after the namespaces were made; the sweep tests nothing"
     );
+}
+
+#[test]
+fn sigterm_at_early_points_leaves_nothing_and_a_started_run_is_recorded_as_interrupted() {
+    require_root!();
+    let wrong: Vec<String> = SWEEP
+        .iter()
+        .filter_map(|t| sigterm_problem(&stop_at(Signal::SIGTERM, *t)))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
+/// Regression: a SIGTERM that came after the run directory was made but before bldr
+/// handled signals killed bldr outright, leaving `<id>.incomplete` with no report.
+#[test]
+fn sigterm_right_after_the_run_directory_appears_is_recorded_as_interrupted() {
+    require_root!();
+    let s = stop_at(Signal::SIGTERM, Trigger::RunDirAppears);
+    assert!(s.run_dir.is_some());
+    if let Some(p) = sigterm_problem(&s) {
+        panic!("{p}");
+    }
+}
+
+/// Regression: a SIGTERM that reached init while it set up the mounts was sent to the
+/// first command's process group before the command had made it (setsid), so it was
+/// lost and the command ran on until the grace period ended.
+#[test]
+fn sigterm_during_the_sandbox_setup_reaches_the_first_command() {
+    require_root!();
+    let wrong: Vec<String> = (0..3)
+        .filter_map(|_| sigterm_problem(&stop_at(Signal::SIGTERM, Trigger::NamespacesLogged)))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
 
 /// Daemons that would each leave a file in the shared `sync` folder half a second
@@ -153,12 +311,7 @@ fn daemons_are_gone_after(ending: &str) {
     }
     let pid = run.pid;
     let done = run.finish();
-    let left = leftovers_after_a_moment(&pins, pid);
-    assert!(
-        left.is_empty(),
-        "{ending}: processes outlived the run: {left:#?}\n{}",
-        done.context()
-    );
+    assert_build_is_gone(&pins, pid, ending, &done.context());
     let expected = match ending {
         "success" => (0, "success"),
         "failure" => (1, "command-failed"),
@@ -214,13 +367,27 @@ fn sigterm_runs_the_build_s_trap_and_the_run_is_recorded_as_interrupted() {
         .write();
     let mut run = fx.spawn(&profile, &Outer::default());
     run.wait_ready();
+    // Once `sleep` runs, the shell waits for it with its trap in place. (A signal
+    // that came while the shell was still forking could be taken by the child's copy
+    // of the trap handler and lost in its exec: a race of the shell, not of bldr.)
+    let mut pins = Pins::default();
+    run.pin(&mut pins);
+    let sleeping = wait_until(Duration::from_secs(10), || {
+        processes_in(&pins).iter().any(|c| c == "sleep 100")
+    });
+    assert!(
+        sleeping,
+        "the command's sleep never started\n{}",
+        run.output()
+    );
     let sent = Instant::now();
     run.signal(Signal::SIGTERM);
     let done = run.finish();
     assert!(
         sent.elapsed() < Duration::from_secs(5),
-        "the build took {:?} to stop; the trap should end it at once",
-        sent.elapsed()
+        "the build took {:?} to stop; the trap should end it at once\n{}",
+        sent.elapsed(),
+        done.context()
     );
     done.assert_outcome(143, "interrupted");
     assert!(
