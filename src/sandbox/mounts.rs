@@ -26,8 +26,14 @@ pub trait MountSys {
     fn prepare_root(&mut self, root: &Root) -> SysResult<()>;
     fn exists(&mut self, target: &ChrootPath) -> SysResult<bool>;
     /// Creates `target` as a directory (or empty file) and any missing parents, each
-    /// inside the root. Returns what it created, outermost first.
-    fn make_mount_point(&mut self, target: &ChrootPath, dir: bool) -> SysResult<Vec<Created>>;
+    /// inside the root. Appends what it created to `created`, outermost first, also
+    /// when it fails part of the way.
+    fn make_mount_point(
+        &mut self,
+        target: &ChrootPath,
+        dir: bool,
+        created: &mut Vec<Created>,
+    ) -> SysResult<()>;
     fn source_is_dir(&mut self, source: &Path) -> bool;
     fn mount(&mut self, op: &MountOp) -> SysResult<()>;
     fn populate_dev(
@@ -39,13 +45,35 @@ pub trait MountSys {
     /// Makes the prepared root `/` and detaches the host's.
     fn pivot(&mut self) -> SysResult<()>;
     fn set_hostname(&mut self, name: &str) -> SysResult<()>;
+    /// Undoes `created` when the setup fails half-way: unmounts what is on each and
+    /// removes it, innermost first, resolving inside the root (the host's paths may
+    /// still be reachable). Returns what could not be removed.
+    fn remove_made(&mut self, created: &[Created]) -> Vec<String>;
 }
 
 /// Runs the whole sequence. Returns the mount points it created, in creation order.
+/// When a step fails, the mount points created so far are removed again before the
+/// error is returned: a failed setup leaves the chroot as it found it (SPEC §4.3).
 pub fn apply(plan: &Plan, sys: &mut dyn MountSys) -> SysResult<Vec<Created>> {
     sys.isolate()?;
     sys.prepare_root(&plan.root)?;
     let mut created = Vec::new();
+    let done = mount_all(plan, sys, &mut created)
+        .and_then(|()| sys.pivot())
+        .and_then(|()| sys.set_hostname(&plan.hostname));
+    match done {
+        Ok(()) => Ok(created),
+        Err(mut e) => {
+            let left = sys.remove_made(&created);
+            if !left.is_empty() {
+                e.what = format!("{} (left behind: {})", e.what, left.join(", "));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn mount_all(plan: &Plan, sys: &mut dyn MountSys, created: &mut Vec<Created>) -> SysResult<()> {
     for op in &plan.mounts {
         if op.only_if_target_exists && !sys.exists(&op.target)? {
             continue;
@@ -54,15 +82,13 @@ pub fn apply(plan: &Plan, sys: &mut dyn MountSys) -> SysResult<Vec<Created>> {
             MountKind::Bind { source } => sys.source_is_dir(source),
             _ => true,
         };
-        created.extend(sys.make_mount_point(&op.target, dir)?);
+        sys.make_mount_point(&op.target, dir, created)?;
         sys.mount(op)?;
         if let MountKind::Dev { nodes, links } = &op.kind {
             sys.populate_dev(&op.target, nodes, links)?;
         }
     }
-    sys.pivot()?;
-    sys.set_hostname(&plan.hostname)?;
-    Ok(created)
+    Ok(())
 }
 
 /// Removes the mount points bldr created, innermost first, after the build. Only empty
@@ -174,8 +200,12 @@ impl MountSys for LiveMounts {
         }
     }
 
-    fn make_mount_point(&mut self, target: &ChrootPath, dir: bool) -> SysResult<Vec<Created>> {
-        let mut created = Vec::new();
+    fn make_mount_point(
+        &mut self,
+        target: &ChrootPath,
+        dir: bool,
+        created: &mut Vec<Created>,
+    ) -> SysResult<()> {
         let mut parent = self.resolve(&ChrootPath::root())?;
         let mut so_far = ChrootPath::root();
         let parts: Vec<&str> = target.components().collect();
@@ -218,7 +248,7 @@ impl MountSys for LiveMounts {
                 }
             }
         }
-        Ok(created)
+        Ok(())
     }
 
     fn source_is_dir(&mut self, source: &Path) -> bool {
@@ -299,6 +329,38 @@ impl MountSys for LiveMounts {
     fn set_hostname(&mut self, name: &str) -> SysResult<()> {
         sys::set_hostname(name)
     }
+
+    fn remove_made(&mut self, created: &[Created]) -> Vec<String> {
+        let mut left = Vec::new();
+        let Some(root) = self.root.as_ref() else {
+            return created.iter().map(|c| format!("{c:?}")).collect();
+        };
+        for c in created.iter().rev() {
+            let (path, dir) = match c {
+                Created::Dir(p) => (p, true),
+                Created::File(p) => (p, false),
+            };
+            // What this setup mounted there is ours, in this namespace only. Nothing of
+            // the build has run yet, so the path is still the one bldr made.
+            while let Ok(fd) = sys::resolve_in_root(root.as_fd(), path.relative()) {
+                if sys::unmount_at(fd.as_fd()).is_err() {
+                    break;
+                }
+            }
+            let (parent, name) = path
+                .relative()
+                .rsplit_once('/')
+                .unwrap_or(("", path.relative()));
+            let removed = sys::resolve_in_root(root.as_fd(), parent)
+                .and_then(|p| sys::remove_at(p.as_fd(), name, dir));
+            if let Err(e) = removed {
+                if e != Errno::ENOENT {
+                    left.push(format!("{path}: {}", e.desc()));
+                }
+            }
+        }
+        left
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +374,8 @@ mod tests {
     struct Recorder {
         calls: Vec<String>,
         existing: Vec<&'static str>,
+        /// A target whose mount fails.
+        failing: Option<&'static str>,
     }
 
     impl MountSys for Recorder {
@@ -326,16 +390,22 @@ mod tests {
         fn exists(&mut self, t: &ChrootPath) -> SysResult<bool> {
             Ok(self.existing.contains(&t.as_str()))
         }
-        fn make_mount_point(&mut self, t: &ChrootPath, dir: bool) -> SysResult<Vec<Created>> {
+        fn make_mount_point(
+            &mut self,
+            t: &ChrootPath,
+            dir: bool,
+            created: &mut Vec<Created>,
+        ) -> SysResult<()> {
             if self.existing.contains(&t.as_str()) {
-                return Ok(vec![]);
+                return Ok(());
             }
             self.calls.push(format!("mkpoint {t} dir={dir}"));
-            Ok(vec![if dir {
+            created.push(if dir {
                 Created::Dir(t.clone())
             } else {
                 Created::File(t.clone())
-            }])
+            });
+            Ok(())
         }
         fn source_is_dir(&mut self, s: &Path) -> bool {
             !s.ends_with("file")
@@ -351,6 +421,13 @@ mod tests {
             };
             self.calls
                 .push(format!("mount {} {kind} ro={}", op.target, op.readonly));
+            if self.failing == Some(op.target.as_str()) {
+                return Err(SysError {
+                    op: "mount",
+                    what: op.target.to_string(),
+                    errno: Errno::ENOTDIR,
+                });
+            }
             Ok(())
         }
         fn populate_dev(
@@ -370,9 +447,24 @@ mod tests {
             self.calls.push(format!("hostname {n}"));
             Ok(())
         }
+        fn remove_made(&mut self, created: &[Created]) -> Vec<String> {
+            for c in created.iter().rev() {
+                self.calls.push(format!("remove {c:?}"));
+            }
+            vec![]
+        }
     }
 
     fn run(yaml: &str, existing: Vec<&'static str>) -> (Vec<String>, Vec<Created>) {
+        let (calls, created) = run_failing(yaml, existing, None);
+        (calls, created.unwrap())
+    }
+
+    fn run_failing(
+        yaml: &str,
+        existing: Vec<&'static str>,
+        failing: Option<&'static str>,
+    ) -> (Vec<String>, SysResult<Vec<Created>>) {
         let layer = parse_layer(yaml.as_bytes(), Path::new("/p/t.yaml")).unwrap();
         let ctx = Context {
             name: "t".into(),
@@ -385,8 +477,9 @@ mod tests {
         let mut r = Recorder {
             calls: vec![],
             existing,
+            failing,
         };
-        let created = apply(&plan, &mut r).unwrap();
+        let created = apply(&plan, &mut r);
         (r.calls, created)
     }
 
@@ -452,6 +545,34 @@ mod tests {
             ChrootPath::parse("/var/tmp/portage").unwrap()
         )));
         assert!(created.contains(&Created::File(ChrootPath::parse("/etc/x.conf").unwrap())));
+    }
+
+    /// Regression: a setup that failed half-way left the mount points it had made in
+    /// the chroot.
+    #[test]
+    fn a_failed_setup_removes_the_mount_points_it_made_innermost_first() {
+        let mut existing = BASE.to_vec();
+        existing.extend(["/dev/pts", "/dev/shm", "/etc/x/passwd"]);
+        let (calls, result) = run_failing(
+            "chroot: /r\ncommands: [true]\nshared: [{source: /s, target: /opt/a}, {source: /t, target: /opt/a/b}]\ntmpfs: [/etc/x/passwd]\n",
+            existing,
+            Some("/etc/x/passwd"),
+        );
+        assert!(result.is_err());
+        let tail: Vec<&str> = calls
+            .iter()
+            .skip_while(|c| !c.starts_with("mount /etc/x/passwd"))
+            .skip(1)
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "remove Dir(ChrootPath(\"/opt/a/b\"))",
+                "remove Dir(ChrootPath(\"/opt/a\"))"
+            ]
+        );
+        assert!(!calls.contains(&"pivot".to_string()), "{calls:?}");
     }
 
     #[test]

@@ -305,6 +305,23 @@ pub fn unmount(path: &str) -> Result<(), Errno> {
     nix::mount::umount2(path, MntFlags::MNT_DETACH)
 }
 
+/// Lazily unmounts the mount whose root `fd` is, through its /proc/self/fd link, so the
+/// path is never resolved again. Fails (EINVAL) when `fd` is not the root of a mount.
+pub fn unmount_at(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    nix::mount::umount2(fd_path(fd).as_str(), MntFlags::MNT_DETACH)
+}
+
+/// Removes the entry `name` (one component) of `parent`: an empty directory when
+/// `dir`, else a non-directory (unlinkat(2), which never follows a final symlink).
+pub fn remove_at(parent: BorrowedFd<'_>, name: &str, dir: bool) -> Result<(), Errno> {
+    let flag = if dir {
+        nix::unistd::UnlinkatFlags::RemoveDir
+    } else {
+        nix::unistd::UnlinkatFlags::NoRemoveDir
+    };
+    nix::unistd::unlinkat(parent, name, flag)
+}
+
 /// The inode of one of this process's namespaces (`/proc/self/ns/NAME`).
 pub fn namespace_inode(name: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
