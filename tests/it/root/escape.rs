@@ -1,7 +1,7 @@
 //! SPEC §4.3: paths inside the chroot are resolved inside it. A symlink in the chroot
 //! that points outside can never place a mount or create a directory on the host.
 
-use super::harness::{Finished, Fixture, Outer};
+use super::harness::{tree, Finished, Fixture, Outer};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -118,8 +118,17 @@ fn a_symlink_in_the_chroot_cannot_send_a_mount_or_a_directory_to_the_host() {
         let profile = p
             .command(&format!("mount | grep -F ' {} ' || true", case.target))
             .write();
+        let before = tree(&fx.root);
         let done = fx.run(&profile, &Outer::default());
         refused_or_contained(&done, case.name);
+        // Refused or not, the mount points bldr made are gone again (SPEC §4.3).
+        assert_eq!(
+            tree(&fx.root),
+            before,
+            "{}: the chroot changed\n{}",
+            case.name,
+            done.context()
+        );
         if case.host_exists {
             let names = names_in(&done, &host);
             assert!(
@@ -171,7 +180,7 @@ fn a_symlink_to_the_host_root_resolves_inside_the_chroot() {
         .share(&share, &target)
         .command(&format!("echo \"SEEN $(ls {target})\""))
         .write();
-    let before = super::harness::tree(&fx.root);
+    let before = tree(&fx.root);
     let done = fx.run(&profile, &Outer::default());
     done.assert_outcome(0, "success");
     assert_eq!(
@@ -186,7 +195,7 @@ fn a_symlink_to_the_host_root_resolves_inside_the_chroot() {
         names_in(&done, &outside)
     );
     assert_eq!(
-        super::harness::tree(&fx.root),
+        tree(&fx.root),
         before,
         "the mount points made inside the chroot were not removed"
     );

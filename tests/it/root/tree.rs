@@ -56,3 +56,35 @@ fn chroot_tree_is_unchanged_by_runs_that_write_only_to_shared_trees_and_tmpfs() 
         done.assert_outer_unchanged();
     }
 }
+
+/// Regression: when a mount failed half-way through the setup, the mount points made
+/// for the mounts before it stayed in the chroot.
+#[test]
+fn mount_points_made_before_a_failed_setup_are_removed_again() {
+    require_root!();
+    let fx = Fixture::new();
+    let share = fx.path("share");
+    fs::create_dir(&share).unwrap();
+    // tmpfs cannot go on a regular file: the mount of /etc/passwd fails, after
+    // /mnt/sync, /mnt/deep/share and /scratch/a were made.
+    let profile = fx
+        .profile("fails-in-setup")
+        .share(&share, "/mnt/deep/share")
+        .tmpfs("/scratch/a")
+        .tmpfs("/etc/passwd")
+        .command("touch /mnt/sync/ran")
+        .write();
+    let before = tree(&fx.root);
+    let done = fx.run(&profile, &Outer::default());
+    done.assert_outcome(4, "setup-failed");
+    assert!(!fx.sync.join("ran").exists());
+    let after = tree(&fx.root);
+    let appeared: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(
+        appeared.is_empty() && after.len() == before.len(),
+        "the failed setup left mount points in the chroot: {appeared:#?}\n{}",
+        done.context()
+    );
+    assert!(fs::read_dir(&share).unwrap().next().is_none());
+    done.assert_outer_unchanged();
+}
