@@ -21,4 +21,5 @@ mod escape;
 mod leak;
 mod lifetime;
 mod propagation;
+mod system;
 mod tree;

@@ -13,6 +13,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{self, File};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -209,10 +210,26 @@ impl Fixture {
              mv \"$T/run$N.holder.tmp\" \"$T/run$N.holder\"\n",
         );
         script.push_str(&outer.before_exec);
-        script.push_str("\nexec \"$BLDR\" run \"$PROFILE\"\n");
+        if outer.on_a_terminal {
+            // As from an interactive shell: a pty as stdin, stdout, stderr and
+            // controlling terminal (setsid(1) --ctty; no fork, the wrapper is not a
+            // process group leader).
+            script.push_str(
+                "\nexec setsid --ctty \"$BLDR\" run \"$PROFILE\" <\"$TTY\" >\"$TTY\" 2>&1\n",
+            );
+        } else {
+            script.push_str("\nexec \"$BLDR\" run \"$PROFILE\"\n");
+        }
         let out = File::create(self.dir.join(format!("run{n}.stdout"))).unwrap();
         let err = File::create(self.dir.join(format!("run{n}.stderr"))).unwrap();
-        let child = Command::new("unshare")
+        let terminal = outer
+            .on_a_terminal
+            .then(|| Terminal::open(err.try_clone().unwrap()));
+        let mut cmd = Command::new("unshare");
+        if let Some(t) = &terminal {
+            cmd.env("TTY", &t.slave);
+        }
+        let child = cmd
             .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
             .arg(&script)
             .env("T", &self.dir)
@@ -236,6 +253,7 @@ impl Fixture {
             runs_before,
             holder: None,
             status: None,
+            _terminal: terminal,
         }
     }
 
@@ -363,6 +381,8 @@ pub struct Outer {
     pub before_exec: String,
     /// Extra environment for bldr.
     pub env: Vec<(String, String)>,
+    /// Run bldr on a terminal (a pty of its own) instead of files.
+    pub on_a_terminal: bool,
 }
 
 impl Outer {
@@ -384,6 +404,39 @@ pub struct Running<'f> {
     runs_before: BTreeSet<OsString>,
     holder: Option<Holder>,
     status: Option<ExitStatus>,
+    _terminal: Option<Terminal>,
+}
+
+/// A pty for bldr to run on; what bldr writes to it is copied to a file.
+struct Terminal {
+    slave: PathBuf,
+    _master: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+impl Terminal {
+    fn open(mut copy_to: File) -> Terminal {
+        use std::io::{Read, Write};
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let slave = fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd())).unwrap();
+        drop(pty.slave);
+        let master = std::sync::Arc::new(pty.master);
+        let reader = master.clone();
+        // Drained until every holder of the slave is gone (EIO), so bldr never blocks
+        // on a full terminal.
+        std::thread::spawn(move || {
+            let mut f = File::from(reader.try_clone().unwrap());
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 || copy_to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        Terminal {
+            slave,
+            _master: master,
+        }
+    }
 }
 
 impl Running<'_> {
@@ -495,6 +548,16 @@ impl Running<'_> {
     /// The build's namespaces as build.log names them.
     pub fn namespaces_from_log(&self) -> Option<(u64, u64)> {
         namespaces_in(&self.log())
+    }
+
+    /// bldr's controlling terminal (field 7 of /proc/PID/stat), 0 for none.
+    pub fn bldr_tty_nr(&self) -> i64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, r)| r.split(' ').collect())
+            .unwrap_or_default();
+        fields.get(4).and_then(|f| f.parse().ok()).unwrap_or(0)
     }
 
     /// bldr's child, the sandbox's monitor (a fresh exec of bldr).

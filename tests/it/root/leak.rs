@@ -77,6 +77,59 @@ fn caller_descriptors_and_environment_do_not_reach_the_build() {
     );
 }
 
+#[test]
+fn the_build_gets_no_terminal_even_when_bldr_runs_on_one() {
+    require_root!();
+    let fx = Fixture::new();
+    let outer = Outer {
+        on_a_terminal: true,
+        ..Outer::default()
+    };
+    let profile = fx
+        .profile("terminal")
+        .command(&format!(
+            "echo \"TTYNR $(cut -d' ' -f7 /proc/self/stat)\"
+             if (exec 3<>/dev/tty) 2>/dev/null; then echo 'CTTY yes'; else echo 'CTTY no'; fi
+             for f in /proc/[0-9]*/fd/*; do echo \"LINK $f $(readlink $f)\"; done
+             {READY_THEN_WAIT_FOR_GO}"
+        ))
+        .write();
+    let mut run = fx.spawn(&profile, &outer);
+    run.wait_ready();
+    let tty_nr = run.bldr_tty_nr();
+    run.go();
+    let done = run.finish();
+    // The test can fail: bldr itself has a controlling terminal.
+    assert_ne!(
+        tty_nr,
+        0,
+        "bldr did not run on a terminal\n{}",
+        done.context()
+    );
+    done.assert_outcome(0, "success");
+    assert_eq!(
+        done.marked("TTYNR "),
+        ["0"],
+        "the command has a controlling terminal\n{}",
+        done.context()
+    );
+    assert_eq!(
+        done.marked("CTTY "),
+        ["no"],
+        "/dev/tty opens inside the build\n{}",
+        done.context()
+    );
+    let ttys: Vec<String> = done
+        .marked("LINK ")
+        .into_iter()
+        .filter(|l| l.contains("pts/") || l.contains("/dev/tty"))
+        .collect();
+    assert!(
+        ttys.is_empty(),
+        "processes of the build hold a terminal: {ttys:#?}"
+    );
+}
+
 /// The interface names in `/proc/net/dev` lines printed with the `IFACE ` marker.
 const LIST_INTERFACES: &str =
     "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sed 's/^/IFACE /'

@@ -1,0 +1,81 @@
+//! SPEC §4.2 and §4.5: the build sees its own mounts only, a fresh /dev, a procfs of
+//! its own PID namespace under bldr's init, a read-only /sys, and its own hostname.
+
+use super::harness::{Fixture, Outer};
+
+#[test]
+fn the_build_sees_only_its_own_mounts_a_fresh_dev_and_proc_and_a_readonly_sys() {
+    require_root!();
+    let fx = Fixture::new();
+    let profile = fx
+        .profile("system")
+        .tmpfs("/scratch")
+        .command(
+            "echo \"MOUNTS $(awk '{print $5}' /proc/self/mountinfo | sort | tr '\\n' ' ')\"
+             awk '$5 == \"/sys\" || $5 == \"/dev/pts\" {print \"OPTS\", $5, $6}' /proc/self/mountinfo
+             echo \"DEV $(ls -A /dev | sort | tr '\\n' ' ')\"
+             echo \"PTS $(ls -A /dev/pts | tr '\\n' ' ')\"
+             echo \"NODES $(stat -c '%n=%t:%T' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty | tr '\\n' ' ')\"
+             echo \"FD $(readlink /dev/fd)\"
+             echo \"PID1 $(cat /proc/1/comm)\"
+             echo \"PIDS $(ls -d /proc/[0-9]* | wc -l)\"
+             echo \"HOSTNAME $(hostname)\"
+             if touch /sys/bldr-test 2>/dev/null; then echo 'SYSWRITE yes'; else echo 'SYSWRITE no'; fi",
+        )
+        .write();
+    let done = fx.run(&profile, &Outer::default());
+    done.assert_outcome(0, "success");
+    let mut expected = [
+        "/",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/mnt/sync",
+        "/scratch",
+        "/etc/resolv.conf",
+    ];
+    expected.sort();
+    assert_eq!(
+        done.marked("MOUNTS "),
+        [expected.join(" ")],
+        "{}",
+        done.context()
+    );
+    let opts = done.marked("OPTS ");
+    let sys = opts.iter().find(|l| l.starts_with("/sys ")).unwrap();
+    assert!(
+        sys.split(' ').nth(1).unwrap().split(',').any(|o| o == "ro"),
+        "{sys}"
+    );
+    assert_eq!(done.marked("SYSWRITE "), ["no"]);
+    assert_eq!(
+        done.marked("DEV "),
+        ["fd full null ptmx pts random shm stderr stdin stdout tty urandom zero"],
+        "{}",
+        done.context()
+    );
+    // A devpts instance of its own: none of the host's terminals, only ptmx.
+    assert_eq!(done.marked("PTS "), ["ptmx"], "{}", done.context());
+    assert_eq!(
+        done.marked("NODES "),
+        ["/dev/null=1:3 /dev/zero=1:5 /dev/full=1:7 /dev/random=1:8 /dev/urandom=1:9 /dev/tty=5:0"],
+        "{}",
+        done.context()
+    );
+    assert_eq!(done.marked("FD "), ["/proc/self/fd"]);
+    assert_eq!(
+        done.marked("PID1 "),
+        ["bldr"],
+        "PID 1 is not bldr's init\n{}",
+        done.context()
+    );
+    let pids: usize = done.marked("PIDS ")[0].parse().unwrap();
+    assert!(
+        pids < 10,
+        "the build's /proc shows {pids} processes: not its own PID namespace"
+    );
+    assert_eq!(done.marked("HOSTNAME "), ["system"]);
+    done.assert_outer_unchanged();
+}
