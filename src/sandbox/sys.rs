@@ -186,6 +186,10 @@ fn syscall_result(ret: libc::c_long) -> Result<libc::c_long, Errno> {
 /// applies the attributes to every mount in it (mount_setattr(2) `AT_RECURSIVE`: a
 /// read-only share is read-only in its sub-mounts too), then attaches it at `target`
 /// (move_mount(2)). The tree is detached until the last step, so a failure leaves nothing.
+///
+/// A read-only tree is also made private. As a slave (what the clone of a mount of a
+/// slave `/` is), it would receive the mounts the host makes below `source` later, and
+/// those arrive without the attributes, read-write (mount_namespaces(7)).
 pub fn bind_tree_at(
     source: &Path,
     target: BorrowedFd<'_>,
@@ -210,8 +214,13 @@ pub fn bind_tree_at(
     .map_err(err("clone the mount tree of", source.display()))?;
     // SAFETY: open_tree returned a fresh fd that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-    if attrs != 0 {
-        set_attrs_recursive(tree.as_fd(), attrs, source)?;
+    let propagation = if attrs & ATTR_RDONLY != 0 {
+        MsFlags::MS_PRIVATE.bits() as u64
+    } else {
+        0
+    };
+    if attrs != 0 || propagation != 0 {
+        set_attrs_recursive(tree.as_fd(), attrs, propagation, source)?;
     }
     let empty = c"";
     // SAFETY: both fds are valid for the call, both paths are empty NUL-terminated strings,
@@ -230,12 +239,18 @@ pub fn bind_tree_at(
     Ok(())
 }
 
-/// mount_setattr(2) with `AT_RECURSIVE` on a mount handle.
-fn set_attrs_recursive(tree: BorrowedFd<'_>, attrs: u64, source: &Path) -> SysResult<()> {
+/// mount_setattr(2) with `AT_RECURSIVE` on a mount handle: sets `attrs` and, unless
+/// it is 0, the propagation type (`MS_PRIVATE`, `MS_SLAVE`, ...).
+fn set_attrs_recursive(
+    tree: BorrowedFd<'_>,
+    attrs: u64,
+    propagation: u64,
+    source: &Path,
+) -> SysResult<()> {
     let attr = libc::mount_attr {
         attr_set: attrs,
         attr_clr: 0,
-        propagation: 0,
+        propagation,
         userns_fd: 0,
     };
     let empty = c"";
