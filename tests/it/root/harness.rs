@@ -486,6 +486,21 @@ impl Running<'_> {
         self.holder().view(path)
     }
 
+    /// Runs a shell command in the outer namespace (nsenter(1) into the holder's).
+    pub fn in_outer(&mut self, script: &str) {
+        let ns = format!("--mount=/proc/{}/ns/mnt", self.holder().0);
+        let out = Command::new("nsenter")
+            .arg(ns)
+            .args(["--", "/bin/sh", "-c", script])
+            .output()
+            .expect("run nsenter");
+        assert!(
+            out.status.success(),
+            "in the outer namespace, `{script}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Waits until bldr itself runs (the wrapper has exec'd it).
     pub fn wait_for_exec(&mut self) {
         let bin = bldr_bin().canonicalize().unwrap();

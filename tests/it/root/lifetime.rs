@@ -356,13 +356,16 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 
-#[test]
-fn sigterm_runs_the_build_s_trap_and_the_run_is_recorded_as_interrupted() {
-    require_root!();
+/// The command traps `signal` and exits with 128+N; bldr, sent `signal`, must forward it
+/// to the build, run the trap, and record the run as interrupted with 128+N.
+fn signal_runs_the_build_s_trap(signal: Signal, trap_name: &str) {
+    let code = 128 + signal as i32;
     let fx = Fixture::new();
     let profile = fx
         .profile("trap")
-        .command("trap 'echo trapped; exit 143' TERM; touch /mnt/sync/ready; sleep 100")
+        .command(&format!(
+            "trap 'echo trapped; exit {code}' {trap_name}; touch /mnt/sync/ready; sleep 100"
+        ))
         .command("touch /mnt/sync/second-command-ran")
         .write();
     let mut run = fx.spawn(&profile, &Outer::default());
@@ -381,7 +384,7 @@ fn sigterm_runs_the_build_s_trap_and_the_run_is_recorded_as_interrupted() {
         run.output()
     );
     let sent = Instant::now();
-    run.signal(Signal::SIGTERM);
+    run.signal(signal);
     let done = run.finish();
     assert!(
         sent.elapsed() < Duration::from_secs(5),
@@ -389,13 +392,13 @@ fn sigterm_runs_the_build_s_trap_and_the_run_is_recorded_as_interrupted() {
         sent.elapsed(),
         done.context()
     );
-    done.assert_outcome(143, "interrupted");
+    done.assert_outcome(code, "interrupted");
     assert!(
         done.log.lines().any(|l| l == "trapped"),
         "the trap's output is not in build.log\n{}",
         done.context()
     );
-    assert_eq!(done.report()["signal"], 15, "{}", done.context());
+    assert_eq!(done.report()["signal"], signal as i32, "{}", done.context());
     assert_eq!(
         done.command_statuses(),
         ["interrupted", "not-run"],
@@ -404,4 +407,16 @@ fn sigterm_runs_the_build_s_trap_and_the_run_is_recorded_as_interrupted() {
     );
     assert!(!fx.sync.join("second-command-ran").exists());
     done.assert_outer_unchanged();
+}
+
+#[test]
+fn sigterm_runs_the_build_s_trap_and_the_run_is_recorded_as_interrupted() {
+    require_root!();
+    signal_runs_the_build_s_trap(Signal::SIGTERM, "TERM");
+}
+
+#[test]
+fn ctrl_c_runs_the_build_s_trap_and_bldr_exits_130() {
+    require_root!();
+    signal_runs_the_build_s_trap(Signal::SIGINT, "INT");
 }

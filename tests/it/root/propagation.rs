@@ -146,12 +146,24 @@ fn unmounts_and_new_mounts_inside_the_build_change_nothing_outside_on_a_systemd_
 #[test]
 fn readonly_share_is_readonly_in_a_submount_it_has_on_the_host() {
     require_root!();
+    readonly_share_with_a_host_submount(Outer::default());
+}
+
+#[test]
+fn readonly_share_is_readonly_in_a_shared_submount_on_a_systemd_host() {
+    require_root!();
+    readonly_share_with_a_host_submount(Outer::systemd());
+}
+
+/// The share's source has a tmpfs mounted below it on the host (shared, on a systemd
+/// host); inside, both are read-only, and the host's own copy stays writable.
+fn readonly_share_with_a_host_submount(outer: Outer) {
     let fx = Fixture::new();
     let src = fx.path("src");
     fs::create_dir_all(src.join("sub")).unwrap();
     let outer = Outer {
         setup: "mount -t tmpfs host-sub \"$T/src/sub\"\necho host > \"$T/src/sub/f\"".into(),
-        ..Outer::default()
+        ..outer
     };
     let profile = fx
         .profile("ro")
@@ -187,4 +199,43 @@ fn readonly_share_is_readonly_in_a_submount_it_has_on_the_host() {
     fs::write(&outside, "ok")
         .unwrap_or_else(|e| panic!("the host's sub-mount is no longer writable: {e}"));
     assert!(!src.join("x").exists() && !src.join("sub/x").exists());
+}
+
+/// Regression: on a systemd host, a mount the host made below a read-only share's source
+/// while the build ran propagated into the build read-write (and without nosuid/nodev),
+/// so the build could write into it.
+#[test]
+fn a_mount_the_host_adds_below_a_readonly_share_during_the_run_is_not_writable_inside() {
+    require_root!();
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(src.join("late")).unwrap();
+    let profile = fx
+        .profile("late")
+        .share_ro(&src, "/ro")
+        .command(&format!(
+            "{READY_THEN_WAIT_FOR_GO}
+             grep -E ' /ro(/late)? ' /proc/self/mountinfo | sed 's/^/MOUNT /'
+             if touch /ro/late/x 2>/dev/null; then echo 'RESULT writable'; else echo 'RESULT read-only'; fi"
+        ))
+        .write();
+    let mut run = fx.spawn(&profile, &Outer::systemd());
+    run.wait_ready();
+    let late = src.join("late");
+    run.in_outer(&format!("mount -t tmpfs host-late {}", late.display()));
+    run.go();
+    let done = run.finish();
+    done.assert_outcome(0, "success");
+    assert_eq!(done.marked("RESULT "), ["read-only"], "{}", done.context());
+    for line in done.marked("MOUNT ") {
+        let opts = line.split(' ').nth(5).unwrap_or("");
+        assert!(
+            opts.split(',').any(|o| o == "ro"),
+            "a writable mount below /ro inside: {line}"
+        );
+    }
+    assert!(
+        !done.holder.view(&late.join("x")).exists(),
+        "the build wrote into the host's mount"
+    );
 }

@@ -79,3 +79,25 @@ fn the_build_sees_only_its_own_mounts_a_fresh_dev_and_proc_and_a_readonly_sys() 
     assert_eq!(done.marked("HOSTNAME "), ["system"]);
     done.assert_outer_unchanged();
 }
+
+#[test]
+fn orphans_are_reaped_by_bldr_s_init() {
+    require_root!();
+    let fx = Fixture::new();
+    let profile = fx
+        .profile("orphans")
+        .command(
+            "for i in 1 2 3 4 5; do (sleep 0.05 &) ; done
+             sleep 0.5
+             echo \"ZOMBIES $(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\"",
+        )
+        .write();
+    let done = fx.run(&profile, &Outer::default());
+    done.assert_outcome(0, "success");
+    assert_eq!(
+        done.marked("ZOMBIES "),
+        ["0"],
+        "exited orphans were not reaped\n{}",
+        done.context()
+    );
+}
