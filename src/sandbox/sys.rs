@@ -215,7 +215,7 @@ pub fn bind_tree_at(
     // SAFETY: open_tree returned a fresh fd that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
     let propagation = if attrs & ATTR_RDONLY != 0 {
-        MsFlags::MS_PRIVATE.bits() as u64
+        PROPAGATION_PRIVATE
     } else {
         0
     };
@@ -272,6 +272,9 @@ fn set_attrs_recursive(
         source.display(),
     ))
 }
+
+/// `MS_PRIVATE` (linux/mount.h), as the u64 that mount_attr's propagation field takes.
+const PROPAGATION_PRIVATE: u64 = 1 << 18;
 
 pub const ATTR_RDONLY: u64 = libc::MOUNT_ATTR_RDONLY;
 pub const ATTR_NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
