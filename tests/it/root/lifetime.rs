@@ -270,19 +270,21 @@ fn sigterm_right_after_the_run_directory_appears_is_recorded_as_interrupted() {
 #[test]
 fn sigterm_during_the_sandbox_setup_reaches_the_first_command() {
     require_root!();
-    let wrong: Vec<String> = (0..3)
-        .filter_map(|_| sigterm_problem(&stop_at(Signal::SIGTERM, Trigger::NamespacesLogged)))
-        .collect();
-    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+    // The race is lost only some of the time: a few tries, up to the first failure.
+    if let Some(p) =
+        (0..6).find_map(|_| sigterm_problem(&stop_at(Signal::SIGTERM, Trigger::NamespacesLogged)))
+    {
+        panic!("{p}");
+    }
 }
 
-/// Daemons that would each leave a file in the shared `sync` folder half a second
+/// Daemons that would each leave a file in the shared `sync` folder a second and a half
 /// after they start, if they were still alive then.
-const DAEMONS: &str = "setsid sh -c 'sleep 0.5; touch /mnt/sync/setsid-survived' </dev/null >/dev/null 2>&1 &
-    nohup sh -c 'sleep 0.5; touch /mnt/sync/nohup-survived' </dev/null >/dev/null 2>&1 &
-    sh -c 'sleep 0.5; touch /mnt/sync/background-survived' &
-    ( sh -c 'sleep 0.5; touch /mnt/sync/double-fork-survived' & )
-    setsid sh -c 'trap \"\" TERM HUP INT; sleep 0.5; touch /mnt/sync/stubborn-survived' </dev/null >/dev/null 2>&1 &";
+const DAEMONS: &str = "setsid sh -c 'sleep 1.5; touch /mnt/sync/setsid-survived' </dev/null >/dev/null 2>&1 &
+    nohup sh -c 'sleep 1.5; touch /mnt/sync/nohup-survived' </dev/null >/dev/null 2>&1 &
+    sh -c 'sleep 1.5; touch /mnt/sync/background-survived' &
+    ( sh -c 'sleep 1.5; touch /mnt/sync/double-fork-survived' & )
+    setsid sh -c 'trap \"\" TERM HUP INT; sleep 1.5; touch /mnt/sync/stubborn-survived' </dev/null >/dev/null 2>&1 &";
 
 fn daemons_are_gone_after(ending: &str) {
     let fx = Fixture::new();
@@ -319,7 +321,7 @@ fn daemons_are_gone_after(ending: &str) {
     };
     done.assert_outcome(expected.0, expected.1);
     // Past the moment a surviving daemon would have written its file.
-    std::thread::sleep(Duration::from_millis(800).saturating_sub(ready_at.elapsed()));
+    std::thread::sleep(Duration::from_millis(1800).saturating_sub(ready_at.elapsed()));
     let survived: Vec<String> = fs::read_dir(&fx.sync)
         .unwrap()
         .flatten()
