@@ -247,7 +247,7 @@ impl Fixture {
         Running {
             fx: self,
             pid: child.id() as i32,
-            child: Some(child),
+            child,
             n,
             name,
             runs_before,
@@ -397,7 +397,7 @@ impl Outer {
 /// A bldr run in progress. `pid` is bldr's own (the wrapper execs it).
 pub struct Running<'f> {
     fx: &'f Fixture,
-    child: Option<Child>,
+    child: Child,
     pub pid: i32,
     n: u32,
     name: String,
@@ -448,8 +448,7 @@ impl Running<'_> {
         if self.status.is_some() {
             return true;
         }
-        let c = self.child.as_mut().unwrap();
-        if let Ok(Some(s)) = c.try_wait() {
+        if let Ok(Some(s)) = self.child.try_wait() {
             self.status = Some(s);
         }
         self.status.is_some()
@@ -622,21 +621,15 @@ impl Running<'_> {
         if let Some(s) = self.status {
             return s;
         }
-        let start = Instant::now();
-        let c = self.child.as_mut().unwrap();
-        let status = loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                break s;
-            }
-            if start.elapsed() > RUN_LIMIT {
+        match self.wait_exit_within(RUN_LIMIT) {
+            Some(status) => status,
+            None => {
                 let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-                let _ = c.wait();
+                // Reaped and recorded, so that nothing signals this pid again.
+                self.status = self.child.wait().ok();
                 panic!("bldr did not finish in {RUN_LIMIT:?}\n{}", self.output());
             }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        self.status = Some(status);
-        status
+        }
     }
 
     /// The outer namespace's mount table from before bldr started.
@@ -669,13 +662,10 @@ impl Running<'_> {
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if self.status.is_none() {
-            if let Some(c) = &mut self.child {
-                if c.try_wait().ok().flatten().is_none() {
-                    let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-                }
-                let _ = c.wait();
-            }
+        // A test that failed half-way: stop bldr (by its pid), and the build with it.
+        if !self.exited() {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            self.status = self.child.wait().ok();
         }
     }
 }
