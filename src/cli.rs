@@ -170,6 +170,7 @@ pub enum RootCmd {
     ///
     /// Examples:
     ///   bldr root create debian /var/lib/bldr/roots/debian-bookworm --suite bookworm
+    ///   bldr root create ubuntu /var/lib/bldr/roots/ubuntu-noble --suite noble
     ///   bldr root create gentoo /var/lib/bldr/roots/gentoo-amd64 --stage3 stage3-amd64-openrc.tar.xz
     ///   bldr root create busybox /tmp/root
     #[command(verbatim_doc_comment)]
@@ -179,9 +180,9 @@ pub enum RootCmd {
         kind: String,
         /// The directory to make (must not exist, or be empty).
         dir: PathBuf,
-        /// The suite for debian/ubuntu.
-        #[arg(long, default_value = "bookworm")]
-        suite: String,
+        /// The suite for debian/ubuntu (default: bookworm for debian, noble for ubuntu).
+        #[arg(long)]
+        suite: Option<String>,
         /// The archive mirror for debian/ubuntu.
         #[arg(long)]
         mirror: Option<String>,
@@ -322,6 +323,14 @@ pub fn main() -> i32 {
                 },
         } => {
             let rep = Reporter::new(ProgressMode::Auto);
+            let suite = suite.unwrap_or_else(|| {
+                if kind == "ubuntu" {
+                    "noble"
+                } else {
+                    "bookworm"
+                }
+                .to_string()
+            });
             let kind = match kind.as_str() {
                 "gentoo" => crate::rootfs::RootKind::Gentoo {
                     stage3: stage3.unwrap_or_default(),

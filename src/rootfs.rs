@@ -147,7 +147,7 @@ fn make(rep: &Reporter, kind: &RootKind, dir: &Path) -> Result<(), String> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let tarball = if stage3.starts_with("http://") || stage3.starts_with("https://") {
-                let local = dir.with_extension("stage3.download");
+                let local = PathBuf::from(format!("{}.stage3.download", dir.display()));
                 step(
                     rep,
                     &format!("download {stage3}"),

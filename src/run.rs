@@ -299,7 +299,6 @@ pub fn lock_chroot(
 pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     let state = crate::state::state_dir();
     let out = out_root(profile, opts, &state);
-    let started_at = SystemTime::now();
     let inputs = PlanInputs {
         host_env: host_env(),
         scratch: state.join("scratch"),
@@ -313,6 +312,8 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    // The run starts once it holds the lock: waiting is not part of its duration.
+    let started_at = SystemTime::now();
     let run_dir = match record::create_run_dir(&out, &profile.name, &run_id) {
         Ok(x) => x,
         Err(e) => {

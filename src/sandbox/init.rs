@@ -23,6 +23,22 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+/// Capabilities no command of the build gets (see `spawn`).
+const DROPPED_CAPABILITIES: &[i32] = &[
+    19, // CAP_SYS_PTRACE
+    16, // CAP_SYS_MODULE
+    17, // CAP_SYS_RAWIO
+    25, // CAP_SYS_TIME
+    32, // CAP_MAC_OVERRIDE
+    33, // CAP_MAC_ADMIN
+    34, // CAP_SYSLOG
+    35, // CAP_WAKE_ALARM
+    36, // CAP_BLOCK_SUSPEND
+    37, // CAP_AUDIT_READ
+    38, // CAP_PERFMON
+    39, // CAP_BPF
+];
+
 /// The signals the init handles through its signalfd.
 pub fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
@@ -366,6 +382,23 @@ impl Init<'_> {
                 if slave.is_none() {
                     if let Err(e) = nix::unistd::setsid() {
                         fail("setsid", e);
+                    }
+                }
+                // The build keeps root's powers that builds use (mounts and namespaces for
+                // portage's sandboxes, chown, mknod) but not those that reach past it:
+                // ptrace (PID 1's descriptors), kernel modules, raw I/O, the clock, MAC
+                // policy. Dropped from the bounding set, root's exec cannot regain them
+                // (capabilities(7), "Transformation of capabilities during execve").
+                for cap in DROPPED_CAPABILITIES {
+                    // SAFETY: prctl with integer arguments only.
+                    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) }
+                        < 0
+                    {
+                        let e = Errno::last();
+                        // EINVAL: a capability this kernel does not know; nothing to drop.
+                        if e != Errno::EINVAL {
+                            fail("drop capabilities", e);
+                        }
                     }
                 }
                 if private_net {

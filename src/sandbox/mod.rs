@@ -135,10 +135,10 @@ pub fn monitor_main(parent: i32, lock_fd: Option<i32>) -> i32 {
         Ok(ForkResult::Child) => {
             drop(stage);
             drop(handoff);
-            if lock_fd == Some(3) {
-                // The monitor holds the chroot's lock for as long as init lives.
-                sys::close_fd(3);
-            }
+            // Init keeps its copy of the chroot's lock (fd 3, never passed to a command):
+            // it is the last process of the build to die, so the lock outlives the build
+            // even when bldr and the monitor are SIGKILLed first.
+            let _ = lock_fd;
             let code = init::run(&plan, wire, init_end);
             // SAFETY: leaving PID 1 without unwinding; the namespace dies with it.
             unsafe { libc::_exit(code) }

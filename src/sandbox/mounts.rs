@@ -143,6 +143,23 @@ impl LiveMounts {
     }
 }
 
+/// The mount points at or below `root`'s /proc, /sys, /dev and /run, deepest first:
+/// what a recursive bind of the chroot brings of the host's system trees.
+fn host_system_mounts(mount_points: &[PathBuf], root: &Path) -> Vec<PathBuf> {
+    let tops: Vec<PathBuf> = ["proc", "sys", "dev", "run"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    let mut found: Vec<PathBuf> = mount_points
+        .iter()
+        .filter(|m| tops.iter().any(|t| m.starts_with(t)))
+        .cloned()
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found.dedup();
+    found
+}
+
 fn overlay_safe(p: &Path) -> bool {
     !p.as_os_str()
         .as_encoded_bytes()
@@ -159,6 +176,13 @@ impl MountSys for LiveMounts {
         let path = match root {
             Root::Bind { path } => {
                 sys::bind_onto_itself(path)?;
+                // The bind is recursive, so mounts the host has on the chroot's
+                // /proc, /sys, /dev or /run (a chroot session that was never cleaned
+                // up) came along; they go, in this namespace only (SPEC §4.2).
+                let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                for m in host_system_mounts(&sys::own_mount_points()?, &real) {
+                    while sys::unmount_nofollow(&m).is_ok() {}
+                }
                 path.clone()
             }
             Root::Overlay { lower, scratch } => {
@@ -573,6 +597,37 @@ mod tests {
             ]
         );
         assert!(!calls.contains(&"pivot".to_string()), "{calls:?}");
+    }
+
+    #[test]
+    fn host_mounts_on_the_chroot_s_system_trees_are_found_deepest_first() {
+        let points: Vec<PathBuf> = [
+            "/",
+            "/r",
+            "/r/proc",
+            "/r/dev",
+            "/r/dev/pts",
+            "/r/dev/pts",
+            "/r/run",
+            "/r/devices",
+            "/r/var/cache",
+            "/proc",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let found = host_system_mounts(&points, Path::new("/r"));
+        assert_eq!(found[0], Path::new("/r/dev/pts"));
+        let mut rest: Vec<&Path> = found[1..].iter().map(PathBuf::as_path).collect();
+        rest.sort();
+        assert_eq!(
+            rest,
+            [
+                Path::new("/r/dev"),
+                Path::new("/r/proc"),
+                Path::new("/r/run")
+            ]
+        );
     }
 
     #[test]

@@ -323,6 +323,47 @@ pub fn unmount(path: &str) -> Result<(), Errno> {
     nix::mount::umount2(path, MntFlags::MNT_DETACH)
 }
 
+/// Lazily unmounts the mount on `path`, never following a final symlink
+/// (umount2(2) `MNT_DETACH|UMOUNT_NOFOLLOW`).
+pub fn unmount_nofollow(path: &Path) -> Result<(), Errno> {
+    nix::mount::umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
+}
+
+/// The mount points of this process's mount namespace, from /proc/self/mountinfo, with
+/// its octal escapes (`\040` for a space) decoded (proc(5)).
+pub fn own_mount_points() -> SysResult<Vec<std::path::PathBuf>> {
+    use std::os::unix::ffi::OsStringExt;
+    let text = std::fs::read("/proc/self/mountinfo").map_err(|e| SysError {
+        op: "read",
+        what: "/proc/self/mountinfo".into(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    Ok(text
+        .split(|b| *b == b'\n')
+        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
+        .map(|field| {
+            let mut out = Vec::with_capacity(field.len());
+            let mut i = 0;
+            while i < field.len() {
+                let oct = field
+                    .get(i + 1..i + 4)
+                    .filter(|o| o.iter().all(|d| (b'0'..=b'7').contains(d)));
+                match (field[i], oct) {
+                    (b'\\', Some(o)) => {
+                        out.push(o.iter().fold(0u8, |n, d| n.wrapping_mul(8) + (d - b'0')));
+                        i += 4;
+                    }
+                    (b, _) => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            std::path::PathBuf::from(std::ffi::OsString::from_vec(out))
+        })
+        .collect())
+}
+
 /// Lazily unmounts the mount whose root `fd` is, through its /proc/self/fd link, so the
 /// path is never resolved again. Fails (EINVAL) when `fd` is not the root of a mount.
 pub fn unmount_at(fd: BorrowedFd<'_>) -> Result<(), Errno> {
