@@ -121,3 +121,75 @@ fn debian_hello_builds_from_source_with_the_build_step_offline() {
         .unwrap();
     assert!(String::from_utf8_lossy(&contents.stdout).contains("./usr/bin/hello"));
 }
+
+#[test]
+fn debian_zlib_builds_several_packages_on_an_ephemeral_root_in_a_sized_tmpfs() {
+    if !require_root("debian_zlib_builds_several_packages_on_an_ephemeral_root_in_a_sized_tmpfs") {
+        return;
+    }
+    let root = bookworm_root();
+    let world = World::new();
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("profiles/debian-zlib.yaml");
+    let profile = world.profile(
+        "zlib",
+        &format!(
+            "extends: {}\nchroot: {}\ncommands:\n  - grep ' /build ' /proc/self/mountinfo | grep -o 'size=[0-9a-z]*'\n  - apt-get update\n  - apt-get build-dep -y zlib\n  - apt-get source zlib\n  - name: build (no network)\n    run: cd zlib-*/ && dpkg-buildpackage -b -uc -us -j2\n    network: none\n",
+            base.display(),
+            root.display()
+        ),
+    );
+    let status = root.join("var/lib/dpkg/status");
+    let before = std::fs::read(&status).unwrap();
+    let out = world.run(&profile, &[]);
+    assert!(
+        out.status.success(),
+        "the zlib build failed:\n{}",
+        show(&out)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("size=4194304k"),
+        "the build dir is the profile's 4G tmpfs:\n{log}"
+    );
+    // Ephemeral: the build-deps went to the overlay, the root's package database is as it was.
+    assert_eq!(
+        std::fs::read(&status).unwrap(),
+        before,
+        "the root's dpkg status changed"
+    );
+    let report = world.report("zlib");
+    let debs: Vec<String> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["path"].as_str().map(str::to_string))
+        .filter(|p| p.ends_with(".deb"))
+        .collect();
+    for pkg in ["zlib1g_", "zlib1g-dev_"] {
+        assert!(
+            debs.iter().any(|d| d.starts_with(pkg)),
+            "no {pkg}*.deb in {debs:?}"
+        );
+    }
+    assert!(debs.len() >= 3, "several packages: {debs:?}");
+    let dir = world.latest("zlib").join("artifacts");
+    let sums = Command::new("sha256sum")
+        .args(["-c", "--quiet", "SHA256SUMS"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(sums.status.success(), "{}", show(&sums));
+    for deb in &debs {
+        let info = Command::new("dpkg-deb")
+            .arg("--field")
+            .arg(dir.join(deb))
+            .arg("Package")
+            .output()
+            .unwrap();
+        assert!(
+            info.status.success(),
+            "dpkg-deb --field {deb}: {}",
+            show(&info)
+        );
+    }
+}
