@@ -119,7 +119,6 @@ impl BuildLog {
         let _ = self.file.write_all(bytes);
         self.at_line_start = bytes.ends_with(b"\n");
     }
-
 }
 
 /// How a run ended (SPEC §3).
