@@ -2,6 +2,7 @@
 //! its own PID namespace under bldr's init, a read-only /sys, and its own hostname.
 
 use super::harness::{Fixture, Outer};
+use std::fs;
 
 #[test]
 fn the_build_sees_only_its_own_mounts_a_fresh_dev_and_proc_and_a_readonly_sys() {
@@ -100,4 +101,75 @@ fn orphans_are_reaped_by_bldr_s_init() {
         "exited orphans were not reaped\n{}",
         done.context()
     );
+}
+
+/// Regression: the chroot is bound onto itself recursively, so mounts left on its
+/// /proc, /dev and /run on the host (a hand-run chroot session that forgot to unmount)
+/// came into the build: the host's /run right away, and the host's procfs and /dev
+/// under the build's own, one `umount` away (SPEC §4.2).
+#[test]
+fn host_mounts_left_on_the_chroot_s_proc_dev_and_run_do_not_reach_the_build() {
+    require_root!();
+    let fx = Fixture::new();
+    fs::create_dir(fx.root.join("run")).unwrap();
+    fs::create_dir(fx.path("hostrun")).unwrap();
+    let outer = Outer {
+        setup: "mount -t tmpfs host-run \"$T/hostrun\"
+                touch \"$T/hostrun/host-socket\"
+                mount --bind \"$T/hostrun\" \"$T/root/run\"
+                mount -t proc proc \"$T/root/proc\"
+                mount --rbind /dev \"$T/root/dev\""
+            .into(),
+        ..Outer::default()
+    };
+    let profile = fx
+        .profile("stale")
+        .command(
+            "echo \"MOUNTS $(awk '{print $5}' /proc/self/mountinfo | sort | tr '\\n' ' ')\"
+             echo \"RUN $(ls -A /run | tr '\\n' ' ')\"
+             umount -l /dev
+             echo \"DEV $(ls -A /dev | wc -l)\"
+             umount /proc
+             echo \"PROC $(ls -A /proc | wc -l)\"",
+        )
+        .write();
+    let done = fx.run(&profile, &outer);
+    done.assert_outcome(0, "success");
+    let mut expected = [
+        "/",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/mnt/sync",
+        "/etc/resolv.conf",
+    ];
+    expected.sort();
+    assert_eq!(
+        done.marked("MOUNTS "),
+        [expected.join(" ")],
+        "{}",
+        done.context()
+    );
+    assert_eq!(
+        done.marked("RUN "),
+        [""],
+        "the host's /run is in the build\n{}",
+        done.context()
+    );
+    assert_eq!(
+        done.marked("DEV "),
+        ["0"],
+        "the host's /dev is under the build's\n{}",
+        done.context()
+    );
+    assert_eq!(
+        done.marked("PROC "),
+        ["0"],
+        "the host's procfs is under the build's\n{}",
+        done.context()
+    );
+    // The host keeps its mounts: they were only left out of the build's namespace.
+    done.assert_outer_unchanged();
 }
