@@ -106,19 +106,29 @@ fn orphans_are_reaped_by_bldr_s_init() {
 /// Regression: the chroot is bound onto itself recursively, so mounts left on its
 /// /proc, /dev and /run on the host (a hand-run chroot session that forgot to unmount)
 /// came into the build: the host's /run right away, and the host's procfs and /dev
-/// under the build's own, one `umount` away (SPEC §4.2).
+/// under the build's own, one `umount` away (SPEC §4.2). Worse, the cleanup after the
+/// run then removed /dev/pts and /dev/shm from what was under the build's /dev: on a
+/// real host /dev that deletes the host's own /dev/pts and /dev/shm (and detaches
+/// their mounts everywhere). So the host's trees are played by tmpfs instances here;
+/// the real /dev, /proc and /run are never bound.
 #[test]
 fn host_mounts_left_on_the_chroot_s_proc_dev_and_run_do_not_reach_the_build() {
     require_root!();
     let fx = Fixture::new();
     fs::create_dir(fx.root.join("run")).unwrap();
-    fs::create_dir(fx.path("hostrun")).unwrap();
+    for d in ["host-run", "host-proc", "host-dev"] {
+        fs::create_dir(fx.path(d)).unwrap();
+    }
     let outer = Outer {
-        setup: "mount -t tmpfs host-run \"$T/hostrun\"
-                touch \"$T/hostrun/host-socket\"
-                mount --bind \"$T/hostrun\" \"$T/root/run\"
-                mount -t proc proc \"$T/root/proc\"
-                mount --rbind /dev \"$T/root/dev\""
+        setup: "for d in run proc dev; do
+                    mount -t tmpfs \"host-$d\" \"$T/host-$d\"
+                    touch \"$T/host-$d/host-$d-marker\"
+                done
+                mkdir \"$T/host-dev/pts\" \"$T/host-dev/shm\"
+                mount -t tmpfs host-dev-pts \"$T/host-dev/pts\"
+                mount --bind \"$T/host-run\" \"$T/root/run\"
+                mount --bind \"$T/host-proc\" \"$T/root/proc\"
+                mount --rbind \"$T/host-dev\" \"$T/root/dev\""
             .into(),
         ..Outer::default()
     };
@@ -170,6 +180,11 @@ fn host_mounts_left_on_the_chroot_s_proc_dev_and_run_do_not_reach_the_build() {
         "the host's procfs is under the build's\n{}",
         done.context()
     );
-    // The host keeps its mounts: they were only left out of the build's namespace.
+    // The host keeps its mounts and their folders: they were only left out of the
+    // build's namespace.
     done.assert_outer_unchanged();
+    for d in ["pts", "shm"] {
+        let host = done.holder.view(&fx.path("host-dev").join(d));
+        assert!(host.is_dir(), "the host's /dev/{d} was removed");
+    }
 }
