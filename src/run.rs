@@ -244,6 +244,24 @@ fn write_sha256sums(dir: &Path, list: &ArtifactList) -> std::io::Result<()> {
     out.flush()
 }
 
+/// The stop signals (INT, TERM, HUP, QUIT), caught from the moment a run directory may
+/// exist; forwarded to the build once it runs.
+pub struct StopSignals(Option<signal_hook::iterator::Signals>);
+
+impl StopSignals {
+    pub fn install() -> StopSignals {
+        StopSignals(
+            signal_hook::iterator::Signals::new([
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGQUIT,
+            ])
+            .ok(),
+        )
+    }
+}
+
 /// Takes the chroot's lock (shared for an ephemeral run), saying who holds it while
 /// waiting; `Err` is the exit code when it cannot be had.
 pub fn lock_chroot(
@@ -314,6 +332,9 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     };
     // The run starts once it holds the lock: waiting is not part of its duration.
     let started_at = SystemTime::now();
+    // From here on a stop signal is bldr's to handle: the run directory it is about to
+    // create must end with a report, never be left half-made by a default action.
+    let stop = StopSignals::install();
     let run_dir = match record::create_run_dir(&out, &profile.name, &run_id) {
         Ok(x) => x,
         Err(e) => {
@@ -403,7 +424,14 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         })
         .collect();
     let mut sink = ArtifactSink::new(&work, plan.artifacts.len());
-    let watch = watch(rep, &plan, &mut log, &mut sink, Some(&chroot_lock.file));
+    let watch = watch(
+        rep,
+        &plan,
+        &mut log,
+        &mut sink,
+        Some(&chroot_lock.file),
+        stop,
+    );
     let setup_ok = watch.setup_failed.is_none() && watch.interrupted_by.is_none();
     if setup_ok {
         record_in_place(rep, &plan, &snapshots, &mut sink);
@@ -713,6 +741,7 @@ pub fn watch(
     log: &mut BuildLog,
     sink: &mut ArtifactSink,
     lock: Option<&std::fs::File>,
+    mut stop: StopSignals,
 ) -> Watch {
     let mut w = Watch {
         mounts_before: record::host_mounts(),
@@ -725,6 +754,15 @@ pub fn watch(
         interrupted_by: None,
         monitor_code: exit::SETUP,
     };
+    // A stop signal that came before the sandbox exists: record it, start nothing.
+    if let Some(sig) = stop.0.as_mut().and_then(|s| s.pending().next()) {
+        let m = format!("stopped by signal {sig} before the build started");
+        rep.warn(&m);
+        log.note(&m);
+        w.interrupted_by = Some(sig);
+        w.message = Some(m);
+        return w;
+    }
     let (mut sandbox, stderr) = match launch::launch(plan, lock) {
         Ok(x) => x,
         Err(e) => {
@@ -738,29 +776,22 @@ pub fn watch(
     };
     let got_signal = Arc::new(AtomicI32::new(0));
     let fwd = sandbox.forwarder();
-    {
+    if let Some(mut signals) = stop.0 {
         let got = got_signal.clone();
         let rep = rep.clone();
-        if let Ok(mut signals) = signal_hook::iterator::Signals::new([
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-        ]) {
-            std::thread::spawn(move || {
-                for sig in signals.forever() {
-                    if got
-                        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_ok()
-                    {
-                        rep.warn(&format!(
-                            "stopping the build (signal {sig}); again to kill it at once"
-                        ));
-                    }
-                    fwd.send(sig);
+        std::thread::spawn(move || {
+            for sig in signals.forever() {
+                if got
+                    .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    rep.warn(&format!(
+                        "stopping the build (signal {sig}); again to kill it at once"
+                    ));
                 }
-            });
-        }
+                fwd.send(sig);
+            }
+        });
     }
     let stderr_thread = {
         let rep = rep.clone();

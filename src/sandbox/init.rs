@@ -156,6 +156,7 @@ pub fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream)
             wire.send(Event::SetupFailed {
                 message: e.to_string(),
             });
+            mounts::remove_created(&created);
             return exit::SETUP;
         }
     }
@@ -182,6 +183,7 @@ pub fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream)
         Ok(p) => p,
         Err(message) => {
             wire.send(Event::SetupFailed { message });
+            mounts::remove_created(&created);
             return exit::SETUP;
         }
     };
@@ -232,6 +234,8 @@ fn fetch_stage(mut handoff: std::os::unix::net::UnixStream) -> Result<OwnedFd, S
 impl Init<'_> {
     fn run_commands(&mut self) -> i32 {
         for cmd in &self.plan.commands {
+            // A signal that came during setup or between commands stops the run here.
+            self.take_pending_signals();
             if let Some(sig) = self.interrupted {
                 return exit::signal(sig as i32);
             }
@@ -500,8 +504,31 @@ impl Init<'_> {
             self.interrupted = Some(sig);
             self.wire.send(Event::Interrupted { signal: sig as i32 });
             if r.status.is_none() {
-                let _ = killpg(r.pid, sig);
+                // Right after fork the command may not lead its own group yet (setsid
+                // comes first in the child): then signal the process itself; with the
+                // signal blocked until just before exec, it still arrives.
+                if killpg(r.pid, sig) == Err(Errno::ESRCH) {
+                    let _ = kill(r.pid, sig);
+                }
                 r.kill_at = Some(Instant::now() + Duration::from_millis(self.plan.grace_ms));
+            }
+        }
+    }
+
+    /// Notes a stop signal that arrived while no command ran; reaps what exited.
+    fn take_pending_signals(&mut self) {
+        while let Ok(Some(info)) = self.sigfd.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => {
+                    while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+                        waitpid(None, Some(WaitPidFlag::WNOHANG))
+                    {}
+                }
+                Ok(sig) if self.interrupted.is_none() => {
+                    self.interrupted = Some(sig);
+                    self.wire.send(Event::Interrupted { signal: sig as i32 });
+                }
+                _ => {}
             }
         }
     }

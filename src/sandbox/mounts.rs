@@ -14,8 +14,32 @@ use std::path::{Path, PathBuf};
 /// What a mount point bldr had to create was, so it can be removed after the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
-    Dir(ChrootPath),
-    File(ChrootPath),
+    Dir(ChrootPath, Ident),
+    File(ChrootPath, Ident),
+}
+
+/// The device and inode of an entry bldr made, so that removing it later can check that
+/// the path still names that very entry and not whatever a mount or the build put there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ident {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Ident {
+    fn of(fd: std::os::fd::BorrowedFd<'_>) -> Ident {
+        nix::sys::stat::fstat(fd)
+            .map(|st| Ident {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            })
+            .unwrap_or_default()
+    }
+
+    /// True when `dev`/`ino` are this entry's; an unknown identity never matches.
+    fn is(&self, dev: u64, ino: u64) -> bool {
+        *self != Ident::default() && self.dev == dev && self.ino == ino
+    }
 }
 
 /// The operations the mount sequence needs. Paths are inside the new root.
@@ -96,22 +120,25 @@ fn mount_all(plan: &Plan, sys: &mut dyn MountSys, created: &mut Vec<Created>) ->
 /// (EBUSY) and it stays, so nothing is ever deleted through a mount. Runs inside the new
 /// root, after every process of the build is dead.
 pub fn remove_created(created: &[Created]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
     let mut left = Vec::new();
     for c in created.iter().rev() {
-        let (path, is_dir) = match c {
-            Created::Dir(p) => (p, true),
-            Created::File(p) => (p, false),
+        let (path, is_dir, id) = match c {
+            Created::Dir(p, id) => (p, true, id),
+            Created::File(p, id) => (p, false, id),
         };
         // Unmount first: what was mounted here is the build's, in this namespace only.
         while sys::unmount(path.as_str()).is_ok() {}
-        let res = if is_dir {
-            std::fs::remove_dir(path.as_str())
-        } else {
-            match std::fs::symlink_metadata(path.as_str()) {
-                Ok(m) if m.is_file() && m.len() == 0 => std::fs::remove_file(path.as_str()),
-                Ok(_) => Err(std::io::Error::other("it is no longer an empty file")),
-                Err(e) => Err(e),
-            }
+        // Then remove only the very entry bldr made: if the build unmounted what held it
+        // (say its own /dev), the path now names something else, which must stay.
+        let res = match std::fs::symlink_metadata(path.as_str()) {
+            Ok(m) if !id.is(m.dev(), m.ino()) => Err(std::io::Error::other(
+                "it is no longer the entry bldr made; left alone",
+            )),
+            Ok(_) if is_dir => std::fs::remove_dir(path.as_str()),
+            Ok(m) if m.is_file() && m.len() == 0 => std::fs::remove_file(path.as_str()),
+            Ok(_) => Err(std::io::Error::other("it is no longer an empty file")),
+            Err(e) => Err(e),
         };
         if let Err(e) = res {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -254,14 +281,19 @@ impl MountSys for LiveMounts {
                 Err(Errno::ENOENT) => {
                     // `so_far` may be a dangling symlink: resolving its parent inside the
                     // root and creating the single name there cannot leave the root.
-                    if last && !dir {
+                    let file = last && !dir;
+                    if file {
                         sys::create_file_at(parent.as_fd(), name, so_far.as_str())?;
-                        created.push(Created::File(so_far.clone()));
                     } else {
                         sys::mkdir_at(parent.as_fd(), name, so_far.as_str())?;
-                        created.push(Created::Dir(so_far.clone()));
                     }
                     parent = self.resolve(&so_far)?;
+                    let id = Ident::of(parent.as_fd());
+                    created.push(if file {
+                        Created::File(so_far.clone(), id)
+                    } else {
+                        Created::Dir(so_far.clone(), id)
+                    });
                 }
                 Err(errno) => {
                     return Err(SysError {
@@ -360,9 +392,9 @@ impl MountSys for LiveMounts {
             return created.iter().map(|c| format!("{c:?}")).collect();
         };
         for c in created.iter().rev() {
-            let (path, dir) = match c {
-                Created::Dir(p) => (p, true),
-                Created::File(p) => (p, false),
+            let (path, dir, id) = match c {
+                Created::Dir(p, id) => (p, true, id),
+                Created::File(p, id) => (p, false, id),
             };
             // What this setup mounted there is ours, in this namespace only. Nothing of
             // the build has run yet, so the path is still the one bldr made.
@@ -375,8 +407,15 @@ impl MountSys for LiveMounts {
                 .relative()
                 .rsplit_once('/')
                 .unwrap_or(("", path.relative()));
-            let removed = sys::resolve_in_root(root.as_fd(), parent)
-                .and_then(|p| sys::remove_at(p.as_fd(), name, dir));
+            // Only the very entry bldr made goes (see `remove_created`).
+            let still_ours = sys::resolve_in_root(root.as_fd(), path.relative())
+                .map(|fd| Ident::of(fd.as_fd()) == *id && *id != Ident::default());
+            let removed = match still_ours {
+                Ok(true) => sys::resolve_in_root(root.as_fd(), parent)
+                    .and_then(|p| sys::remove_at(p.as_fd(), name, dir)),
+                Ok(false) => Err(Errno::ESTALE),
+                Err(e) => Err(e),
+            };
             if let Err(e) = removed {
                 if e != Errno::ENOENT {
                     left.push(format!("{path}: {}", e.desc()));
@@ -425,9 +464,9 @@ mod tests {
             }
             self.calls.push(format!("mkpoint {t} dir={dir}"));
             created.push(if dir {
-                Created::Dir(t.clone())
+                Created::Dir(t.clone(), Ident::default())
             } else {
-                Created::File(t.clone())
+                Created::File(t.clone(), Ident::default())
             });
             Ok(())
         }
@@ -566,9 +605,13 @@ mod tests {
         let (calls, created) = run("chroot: /r\ncommands: [true]\nshared: [{source: /h/file, target: /etc/x.conf}]\ntmpfs: [/var/tmp/portage]\n", BASE.to_vec());
         assert!(calls.contains(&"mkpoint /etc/x.conf dir=false".to_string()));
         assert!(created.contains(&Created::Dir(
-            ChrootPath::parse("/var/tmp/portage").unwrap()
+            ChrootPath::parse("/var/tmp/portage").unwrap(),
+            Ident::default()
         )));
-        assert!(created.contains(&Created::File(ChrootPath::parse("/etc/x.conf").unwrap())));
+        assert!(created.contains(&Created::File(
+            ChrootPath::parse("/etc/x.conf").unwrap(),
+            Ident::default()
+        )));
     }
 
     /// Regression: a setup that failed half-way left the mount points it had made in
@@ -592,8 +635,8 @@ mod tests {
         assert_eq!(
             tail,
             [
-                "remove Dir(ChrootPath(\"/opt/a/b\"))",
-                "remove Dir(ChrootPath(\"/opt/a\"))"
+                "remove Dir(ChrootPath(\"/opt/a/b\"), Ident { dev: 0, ino: 0 })",
+                "remove Dir(ChrootPath(\"/opt/a\"), Ident { dev: 0, ino: 0 })"
             ]
         );
         assert!(!calls.contains(&"pivot".to_string()), "{calls:?}");
