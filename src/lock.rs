@@ -1,8 +1,8 @@
 //! Chroot locks (SPEC §3): two runs that would write the same non-ephemeral chroot are
 //! serialised. A run on the chroot itself holds an exclusive lock; ephemeral runs hold a
-//! shared one, so nobody rewrites the lower layer under them. Locks live in the state
-//! directory, keyed by the chroot's device and inode (so two paths to one tree share a
-//! lock), as flock(2) locks: the kernel releases them when the holder dies, even by
+//! shared one, so nobody rewrites the lower layer under them. Locks live in
+//! `/run/lock/bldr` (see [`lock_dir`]), keyed by the chroot's device and inode (so two
+//! paths to one tree share a lock), as flock(2) locks: the kernel releases them when the holder dies, even by
 //! SIGKILL. Beside each lock, one small file per holder says who it is.
 
 use serde::{Deserialize, Serialize};
@@ -56,10 +56,22 @@ pub enum LockError {
     Io(io::Error, PathBuf),
 }
 
+/// Where locks live: the system's lock folder (`/run/lock/bldr`) when bldr runs as
+/// root, so that every run on a chroot sees the same lock whatever its state directory
+/// (`BLDR_STATE_DIR` separates records, not roots); else `<state>/locks`.
+pub fn lock_dir(state: &Path) -> PathBuf {
+    let system = Path::new("/run/lock");
+    if crate::sandbox::is_root() && system.is_dir() {
+        system.join("bldr")
+    } else {
+        state.join("locks")
+    }
+}
+
 fn paths(state: &Path, chroot: &Path) -> io::Result<(PathBuf, PathBuf)> {
     let m = fs::metadata(chroot)?;
     let key = format!("{:x}-{}", m.dev(), m.ino());
-    let dir = state.join("locks");
+    let dir = lock_dir(state);
     Ok((
         dir.join(format!("{key}.lock")),
         dir.join(format!("{key}.holders")),
