@@ -16,6 +16,12 @@ fn roots_cache() -> PathBuf {
 /// The cached bookworm root, made (into a temporary name, then renamed, so that an
 /// interrupted bootstrap is never mistaken for a root) when it is missing.
 fn bookworm_root() -> PathBuf {
+    // Both Debian tests want the root; the first makes it while the other waits.
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(make_bookworm_root).clone()
+}
+
+fn make_bookworm_root() -> PathBuf {
     let cache = roots_cache();
     let root = cache.join("debian-bookworm");
     if root.join("usr/bin/dpkg-buildpackage").exists() {
