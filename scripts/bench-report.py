@@ -15,7 +15,7 @@ def load(name):
 
 
 def ms(x):
-    return f"{x * 1000:.1f} ms" if x < 10 else f"{x:.2f} s"
+    return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
 
 
 def version(cmd):
@@ -26,18 +26,15 @@ def version(cmd):
         return "unknown"
 
 
-def table(rows, base, title_ratio):
-    lines = ["| command | median | mean ± σ | min | " + title_ratio + " |", "|---|---|---|---|---|"]
+def ratio_table(rows, base, header):
+    """A markdown table of hyperfine results with each median divided by `base`'s."""
+    lines = [f"| command | median | mean ± σ | min | {header} |", "|---|---|---|---|---|"]
     for name, r in rows.items():
-        ratio = base["median"] / r["median"] if title_ratio.startswith("bldr") else r["median"] / base["median"]
         lines.append(
-            f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} | {ratio:.2f}× |"
+            f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} "
+            f"| {r['median'] / base['median']:.2f}× |"
         )
-    return "\n".join(lines)
-
-
-def commands(rows):
-    return "\n".join(f"- `{name}`: `{r['command'] if 'command' in r else name}`" for name, r in rows.items())
+    return "\n".join(lines) + "\n"
 
 
 out = []
@@ -62,20 +59,13 @@ w(f"- {version([os.path.join(os.getcwd(), 'target/release/bldr'), '--version'])}
   f"{version(['systemd-nspawn', '--version'])}; {version(['hyperfine', '--version'])}\n")
 
 s = load("startup.json")
-names = {r: r for r in s}
 w("## 1. Start-up\n")
 w("One command (`true`) in a busybox root with /proc, /dev, a tmpfs and one shared tree.")
 w("The ratio is each peer's median over bldr's (above 1: bldr is faster). Target: bldr's")
 w("median at most 1.0× bwrap's, though bldr also writes a run record, a log and a report.\n")
-rows = {}
-for r in s.values():
-    rows[r["command"]] = r
-bl = rows["bldr"]
-lines = ["| command | median | mean ± σ | min | peer ÷ bldr |", "|---|---|---|---|---|"]
-for name, r in rows.items():
-    lines.append(f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} | {r['median'] / bl['median']:.2f}× |")
-w("\n".join(lines) + "\n")
-w(f"bldr ÷ bwrap: **{bl['median'] / rows['bwrap']['median']:.2f}×** (target ≤ 1.0×).\n")
+bl = s["bldr"]
+w(ratio_table(s, bl, "peer ÷ bldr"))
+w(f"bldr ÷ bwrap: **{bl['median'] / s['bwrap']['median']:.2f}×** (target ≤ 1.0×).\n")
 
 e = load("ephemeral.json")
 x = load("nspawn-x.json")
@@ -86,10 +76,7 @@ w("the same whatever the root's size; `systemd-nspawn -x` on ext4 copies the who
 w("Target: ephemeral at most 1.2× non-ephemeral.\n")
 allrows = {**e, **x}
 base = allrows["bldr"]
-lines = ["| command | median | mean ± σ | min | ÷ bldr non-ephemeral |", "|---|---|---|---|---|"]
-for name, r in allrows.items():
-    lines.append(f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} | {r['median'] / base['median']:.2f}× |")
-w("\n".join(lines) + "\n")
+w(ratio_table(allrows, base, "÷ bldr non-ephemeral"))
 w(f"bldr --ephemeral ÷ bldr: **{allrows['bldr --ephemeral']['median'] / base['median']:.2f}×** (target ≤ 1.2×).\n")
 
 a = load("artifacts.json")
@@ -99,12 +86,9 @@ total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.
 w(f"{files} files, {total / 1e9:.2f} GB in all, from a read-only shared tree into the run")
 w("directory with a sha256 manifest (`SHA256SUMS`), against `cp -a` followed by `sha256sum`.")
 w("Target: at most 1.0×.\n")
-ab = a["bldr (copy + SHA256SUMS)"]
-lines = ["| command | median | mean ± σ | min | ÷ cp -a + sha256sum |", "|---|---|---|---|---|"]
 cp = a["cp -a + sha256sum"]
-for name, r in a.items():
-    lines.append(f"| {name} | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} | {r['median'] / cp['median']:.2f}× |")
-w("\n".join(lines) + "\n")
+w(ratio_table(a, cp, "÷ cp -a + sha256sum"))
+w(f"bldr ÷ cp -a + sha256sum: **{a['bldr (copy + SHA256SUMS)']['median'] / cp['median']:.2f}×** (target ≤ 1.0×).\n")
 
 w("## 4. Memory\n")
 mems = {}

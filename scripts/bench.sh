@@ -18,6 +18,7 @@ runs=${BENCH_RUNS:-30}
 debian=${BENCH_DEBIAN_ROOT:-/var/cache/bldr-test/roots/debian-bookworm}
 quick=${BENCH_QUICK:-0}
 results=$dir/results
+rm -rf --one-file-system "$results"
 mkdir -p "$dir" "$results"
 export BLDR_STATE_DIR=$dir/state
 wrap="unshare --mount --propagation private --"

@@ -304,12 +304,23 @@ pub struct Namespaces {
 
 /// Writes `bytes` to `path` by writing a temporary file beside it and renaming it over.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically_with(path, |w| w.write_all(bytes))
+}
+
+/// Like [`write_atomically`], with the content streamed by `fill` (a report with
+/// 100,000 artifacts is never held in memory whole).
+pub fn write_atomically_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
     // Records are for reading: the usual 0644, not tempfile's 0600.
     tmp.as_file()
         .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    tmp.write_all(bytes)?;
+    let mut out = io::BufWriter::new(tmp);
+    fill(&mut out)?;
+    let tmp = out.into_inner().map_err(|e| e.into_error())?;
     // No fsync: the guarantee is that a reader never sees a half-written report (the
     // rename), not durability across a power cut; an fsync per run costs more than the
     // whole sandbox on a busy disk. ext4 and xfs flush a file renamed over another

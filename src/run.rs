@@ -596,12 +596,10 @@ fn finish(
 ) {
     let work = &run_dir.work;
     let report_path = work.join("report.json");
-    let written = serde_json::to_vec_pretty(report)
-        .map_err(std::io::Error::other)
-        .and_then(|mut text| {
-            text.push(b'\n');
-            record::write_atomically(&report_path, &text)
-        });
+    let written = record::write_atomically_with(&report_path, |w| {
+        serde_json::to_writer_pretty(&mut *w, report).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")
+    });
     if let Err(e) = written {
         rep.error(&format!("cannot write {}: {e}", report_path.display()));
     }
@@ -640,9 +638,8 @@ fn finish(
         ));
     }
     if json {
-        if let Ok(bytes) = std::fs::read(final_dir.join("report.json")) {
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&bytes);
+        if let Ok(mut f) = std::fs::File::open(final_dir.join("report.json")) {
+            let _ = std::io::copy(&mut f, &mut std::io::stdout().lock());
         }
     }
     let took = format_duration(Duration::from_millis(report.duration_ms));
