@@ -2,7 +2,6 @@
 //! warning if not: that is the host's state), and what does this host support.
 
 use crate::exit;
-use crate::plan::{self, PlanInputs};
 use crate::profile::{self, Overrides, SearchPath};
 use crate::readiness::{self, LiveHost};
 use crate::run::{out_root, RunOptions};
@@ -36,15 +35,8 @@ pub fn check(search: &SearchPath, names: &[String], as_json: bool) -> i32 {
                 results.push(json!({"profile": spec, "valid": false, "errors": errors}));
             }
             Ok(p) => {
-                let plan = plan::build(
-                    &p,
-                    &PlanInputs {
-                        host_env: Default::default(),
-                        scratch: state.join("scratch"),
-                    },
-                );
                 let out = out_root(&p, &RunOptions::default(), &state);
-                let problems = readiness::check(&p, &plan, &out, &LiveHost);
+                let problems = readiness::check(&p, &out, &LiveHost);
                 if !as_json {
                     let verdict = if problems.is_empty() {
                         "valid, ready to run"

@@ -3,7 +3,6 @@
 //! to start without them. The checks are pure over a [`HostView`]; [`LiveHost`] is the
 //! real filesystem (read-only calls: lstat, canonicalize).
 
-use crate::plan::Plan;
 use crate::profile::{Origin, Profile};
 use std::path::{Path, PathBuf};
 
@@ -76,7 +75,7 @@ impl std::fmt::Display for Problem {
 
 /// Everything that stands between the profile and a run on this host. `out` is the
 /// folder the run records would go to.
-pub fn check(profile: &Profile, _plan: &Plan, out: &Path, host: &dyn HostView) -> Vec<Problem> {
+pub fn check(profile: &Profile, out: &Path, host: &dyn HostView) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |origin: &Origin, message: String, fix: Option<String>| {
         problems.push(Problem {
@@ -177,7 +176,6 @@ pub fn check(profile: &Profile, _plan: &Plan, out: &Path, host: &dyn HostView) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{build, PlanInputs};
     use crate::profile::layer::parse_layer;
     use crate::profile::{validate, Context};
     use std::collections::HashMap;
@@ -203,14 +201,13 @@ mod tests {
             cwd: "/".into(),
         };
         let profile = validate(&layer, &ctx).unwrap();
-        let plan = build(&profile, &PlanInputs::default());
         let host = FakeHost(
             present
                 .iter()
                 .map(|(p, k)| (PathBuf::from(p), k.clone()))
                 .collect(),
         );
-        check(&profile, &plan, Path::new(out), &host)
+        check(&profile, Path::new(out), &host)
             .into_iter()
             .map(|p| p.message)
             .collect()

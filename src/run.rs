@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// Options of `run` that are not profile settings.
 #[derive(Debug, Clone, Default)]
@@ -66,8 +66,8 @@ pub fn out_root(profile: &Profile, opts: &RunOptions, state: &Path) -> PathBuf {
 }
 
 /// Checks readiness; prints every problem and returns false if there is any.
-pub fn ensure_ready(rep: &Reporter, profile: &Profile, plan: &Plan, out: &Path) -> bool {
-    let problems = readiness::check(profile, plan, out, &LiveHost);
+pub fn ensure_ready(rep: &Reporter, profile: &Profile, out: &Path) -> bool {
+    let problems = readiness::check(profile, out, &LiveHost);
     for p in &problems {
         rep.error(&format!("not ready: {p}"));
     }
@@ -322,7 +322,7 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         scratch: state.join("scratch"),
     };
     let mut plan = plan::build(profile, &inputs);
-    if !ensure_ready(rep, profile, &plan, &out) {
+    if !ensure_ready(rep, profile, &out) {
         return exit::USAGE;
     }
     let run_id = record::new_run_id(SystemTime::now());
@@ -806,7 +806,6 @@ pub fn watch(
         })
     };
     let total = plan.commands.len();
-    let mut cmd_started = Instant::now();
     while let Some(frame) = sandbox.next_frame() {
         match frame {
             Frame::Output(bytes) => {
@@ -831,7 +830,6 @@ pub fn watch(
                 Event::CommandStarted { number } => {
                     let c = &plan.commands[number - 1];
                     w.started.push(number);
-                    cmd_started = Instant::now();
                     log.note(&format!("==> [{number}/{total}] {}", c.name));
                     if c.name != c.run {
                         log.note(&format!("    $ {}", c.run.replace('\n', "\n    ")));
@@ -870,7 +868,6 @@ pub fn watch(
                     }
                     w.finished
                         .insert(number, (exit_code, signal, duration_ms, timed_out));
-                    let _ = cmd_started;
                 }
                 Event::Terminal => {}
                 Event::ArtifactCopied {

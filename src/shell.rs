@@ -105,7 +105,7 @@ pub fn shell(
     );
     plan.tty = true;
     let out = run::out_root(&p, &run::RunOptions::default(), &state);
-    if !run::ensure_ready(rep, &p, &plan, &out) {
+    if !run::ensure_ready(rep, &p, &out) {
         return exit::USAGE;
     }
     let id = crate::record::new_run_id(std::time::SystemTime::now());

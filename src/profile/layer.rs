@@ -441,7 +441,7 @@ impl Overrides {
     /// that `commands` are never touched here. Malformed options are errors.
     pub fn to_layer(&self) -> Result<Layer, ProfileError> {
         let mut layer = Layer::default();
-        for (i, (spec, ro)) in self.binds.iter().enumerate() {
+        for (spec, ro) in &self.binds {
             let flag = if *ro { "--bind-ro" } else { "--bind" };
             let origin = Origin::command_line(format!("{flag} {spec}"));
             let (source, target) = match spec.split_once(':') {
@@ -454,7 +454,6 @@ impl Overrides {
                     "the source is empty; write SRC[:DST]",
                 ));
             }
-            let _ = i;
             layer.shared.push(Item {
                 value: StringOr::Full(raw::RawShare {
                     source,
