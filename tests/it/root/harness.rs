@@ -84,7 +84,7 @@ fn qp(p: &Path) -> String {
 }
 
 /// The busybox root every fixture copies, built once per test process with
-/// scripts/busybox-root.sh. It is never used as a chroot itself, so it never holds a
+/// `bldr root create busybox`. It is never used as a chroot itself, so it never holds a
 /// mount; templates of processes that are gone are removed when a new one is made.
 fn template_root() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
@@ -101,16 +101,14 @@ fn template_root() -> &'static Path {
         }
         let dir = base.join(format!("busybox-root.{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let out = Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/busybox-root.sh"
-        ))
-        .arg(&dir)
-        .output()
-        .expect("run scripts/busybox-root.sh");
+        let out = Command::new(assert_cmd::cargo::cargo_bin("bldr"))
+            .args(["root", "create", "busybox"])
+            .arg(&dir)
+            .output()
+            .expect("run bldr root create busybox");
         assert!(
             out.status.success(),
-            "scripts/busybox-root.sh failed: {}",
+            "bldr root create busybox failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         // This busybox has no nohup applet; the daemon tests need its behaviour only
