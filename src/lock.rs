@@ -68,6 +68,13 @@ pub fn lock_dir(state: &Path) -> PathBuf {
     }
 }
 
+/// The journal of mount points a run made in `chroot` (see `run::MountJournal`), beside
+/// the chroot's lock.
+pub fn journal_path(state: &Path, chroot: &Path) -> io::Result<PathBuf> {
+    let m = fs::metadata(chroot)?;
+    Ok(lock_dir(state).join(format!("{:x}-{}.made", m.dev(), m.ino())))
+}
+
 fn paths(state: &Path, chroot: &Path) -> io::Result<(PathBuf, PathBuf)> {
     let m = fs::metadata(chroot)?;
     let key = format!("{:x}-{}", m.dev(), m.ino());

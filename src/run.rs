@@ -244,6 +244,93 @@ fn write_sha256sums(dir: &Path, list: &ArtifactList) -> std::io::Result<()> {
     out.flush()
 }
 
+/// The journal of mount points a run made in a chroot used in place, kept beside the
+/// chroot's lock while the run goes on: if bldr is killed before its init removed them,
+/// the next run on that chroot removes them (SPEC §4.3), holding the exclusive lock.
+pub struct MountJournal {
+    path: Option<PathBuf>,
+    file: Option<std::fs::File>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalEntry {
+    path: String,
+    dev: u64,
+    ino: u64,
+    dir: bool,
+}
+
+impl MountJournal {
+    /// The journal of `profile`'s chroot; none for an ephemeral run (its mount points go
+    /// with the overlay layer).
+    pub fn for_run(state: &Path, profile: &Profile) -> MountJournal {
+        let path = (!profile.ephemeral)
+            .then(|| lock::journal_path(state, &profile.chroot).ok())
+            .flatten();
+        MountJournal { path, file: None }
+    }
+
+    /// Removes what an earlier, killed run left; says so in the log.
+    pub fn replay(&self, rep: &Reporter, log: &mut BuildLog, chroot: &Path) {
+        let Some(path) = &self.path else { return };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let made: Vec<_> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<JournalEntry>(l).ok())
+            .filter_map(|e| {
+                let p = crate::chroot_path::ChrootPath::parse(&e.path).ok()?;
+                Some((
+                    p,
+                    crate::sandbox::mounts::Ident {
+                        dev: e.dev,
+                        ino: e.ino,
+                    },
+                    e.dir,
+                ))
+            })
+            .collect();
+        let (removed, left) = crate::sandbox::mounts::remove_journaled(chroot, &made);
+        if removed > 0 {
+            let m = format!("removed {removed} mount point(s) left in the chroot by an earlier run that was killed");
+            rep.info(&m);
+            log.note(&m);
+        }
+        for l in left {
+            log.note(&format!("warning: mount point left by an earlier run: {l}"));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    fn record(&mut self, e: &JournalEntry) {
+        use std::io::Write;
+        let Some(path) = &self.path else { return };
+        if self.file.is_none() {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            self.file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .ok();
+        }
+        if let (Some(f), Ok(mut line)) = (&mut self.file, serde_json::to_vec(e)) {
+            line.push(b'\n');
+            let _ = f.write_all(&line);
+        }
+    }
+
+    /// The run removed its mount points itself: nothing is left to journal.
+    fn close(&mut self) {
+        self.file = None;
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// The stop signals (INT, TERM, HUP, QUIT), caught from the moment a run directory may
 /// exist; forwarded to the build once it runs.
 pub struct StopSignals(Option<signal_hook::iterator::Signals>);
@@ -424,6 +511,8 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         })
         .collect();
     let mut sink = ArtifactSink::new(&work, plan.artifacts.len());
+    let mut journal = MountJournal::for_run(&state, profile);
+    journal.replay(rep, &mut log, &profile.chroot);
     let watch = watch(
         rep,
         &plan,
@@ -431,6 +520,7 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         &mut sink,
         Some(&chroot_lock.file),
         stop,
+        &mut journal,
     );
     let setup_ok = watch.setup_failed.is_none() && watch.interrupted_by.is_none();
     if setup_ok {
@@ -739,6 +829,7 @@ pub fn watch(
     sink: &mut ArtifactSink,
     lock: Option<&std::fs::File>,
     mut stop: StopSignals,
+    journal: &mut MountJournal,
 ) -> Watch {
     let mut w = Watch {
         mounts_before: record::host_mounts(),
@@ -905,10 +996,22 @@ pub fn watch(
                 Event::Interrupted { signal } => {
                     log.note(&format!("signal {signal} forwarded to the build"))
                 }
+                Event::MountPointMade {
+                    path,
+                    dev,
+                    ino,
+                    dir,
+                } => journal.record(&JournalEntry {
+                    path,
+                    dev,
+                    ino,
+                    dir,
+                }),
                 Event::Cleaned {
                     killed,
                     leftover_mount_points,
                 } => {
+                    journal.close();
                     if killed > 0 {
                         log.note(&format!(
                             "killed {killed} leftover process(es) of the build"

@@ -151,6 +151,21 @@ pub fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream)
         }
     };
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    // An overlay's mount points go with its layer; only a chroot used in place keeps them.
+    if matches!(plan.root, crate::plan::Root::Bind { .. }) {
+        for c in &created {
+            let (path, id, dir) = match c {
+                mounts::Created::Dir(p, id) => (p, id, true),
+                mounts::Created::File(p, id) => (p, id, false),
+            };
+            wire.send(Event::MountPointMade {
+                path: path.to_string(),
+                dev: id.dev,
+                ino: id.ino,
+                dir,
+            });
+        }
+    }
     if plan.namespaces.contains(&Namespace::Net) {
         if let Err(e) = sys::loopback_up() {
             wire.send(Event::SetupFailed {

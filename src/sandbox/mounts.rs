@@ -149,6 +149,49 @@ pub fn remove_created(created: &[Created]) -> Vec<String> {
     left
 }
 
+/// Removes mount points an earlier run made in the chroot at `root` and could not remove
+/// because it was killed (bldr's journal of them), innermost first. Runs on the host, in
+/// bldr's main process, while it holds the chroot's exclusive lock and nothing is mounted
+/// there: every path is resolved inside the chroot, and an entry goes only if it still has
+/// the device and inode recorded and is an empty folder or empty file. Returns how many
+/// went and what stayed.
+pub fn remove_journaled(root: &Path, made: &[(ChrootPath, Ident, bool)]) -> (usize, Vec<String>) {
+    let Ok(root_fd) = sys::open_path(root) else {
+        return (
+            0,
+            vec![format!("{}: cannot open the chroot", root.display())],
+        );
+    };
+    let mut removed = 0;
+    let mut left = Vec::new();
+    for (path, id, dir) in made.iter().rev() {
+        // Still the entry bldr made, and (for a file) still empty.
+        let ours = sys::resolve_in_root(root_fd.as_fd(), path.relative()).map(|fd| {
+            let empty = *dir || nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_size == 0);
+            Ident::of(fd.as_fd()) == *id && *id != Ident::default() && empty
+        });
+        let (parent, name) = path
+            .relative()
+            .rsplit_once('/')
+            .unwrap_or(("", path.relative()));
+        let res = match ours {
+            Ok(true) => sys::resolve_in_root(root_fd.as_fd(), parent)
+                .and_then(|p| sys::remove_at(p.as_fd(), name, *dir)),
+            Ok(false) => Err(Errno::ESTALE),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => removed += 1,
+            Err(Errno::ENOENT) => {}
+            Err(Errno::ESTALE) => {
+                left.push(format!("{path}: no longer the entry bldr made; left alone"))
+            }
+            Err(e) => left.push(format!("{path}: {}", e.desc())),
+        }
+    }
+    (removed, left)
+}
+
 /// The real mount sequence.
 #[derive(Default)]
 pub struct LiveMounts {

@@ -8,6 +8,7 @@ mod debian;
 mod ephemeral;
 mod fuzz;
 mod gentoo;
+mod leftovers;
 mod records;
 mod root;
 mod util;

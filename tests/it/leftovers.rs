@@ -1,0 +1,89 @@
+//! Mount points a run made in a chroot used in place, when bldr is SIGKILLed before its
+//! init could remove them: the next run on that chroot removes them (SPEC §4.3), and only
+//! them.
+
+use crate::util::*;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[test]
+fn mount_points_left_by_a_killed_run_are_removed_by_the_next_run() {
+    if !require_root("mount_points_left_by_a_killed_run_are_removed_by_the_next_run") {
+        return;
+    }
+    let w = World::new();
+    let root = w.busybox_root("root");
+    std::fs::create_dir_all(w.path("src")).unwrap();
+    let before = tree_listing(&root);
+    let ready = w.path("src/ready");
+    let slow = w.profile(
+        "slow",
+        &format!(
+            "chroot: {}\ntmpfs: [/build/deep/tmp]\nshared: [{{source: {}, target: /mnt/src}}]\ncommands: ['touch /mnt/src/ready; sleep 60']\n",
+            root.display(),
+            w.path("src").display()
+        ),
+    );
+    let mut child = w
+        .bldr(&["run", slow.to_str().unwrap(), "--progress", "none"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the build never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL of bldr itself (the unshare wrapper execs it, so the child's pid is bldr's).
+    nix_kill_9(child.id());
+    let _ = child.wait();
+    // The build dies with bldr; give the kernel a moment to tear the namespace down.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        root.join("build/deep/tmp").is_dir(),
+        "the killed run had no chance to clean up"
+    );
+    // Something the user put in the chroot meanwhile stays.
+    std::fs::write(root.join("mnt/keep-me"), "mine").unwrap();
+
+    let next = w.profile(
+        "next",
+        &format!("chroot: {}\ncommands: ['true']\n", root.display()),
+    );
+    let out = w.run(&next, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("left in the chroot by an earlier run that was killed"),
+        "{}",
+        show(&out)
+    );
+    assert!(!root.join("build").exists(), "{}", show(&out));
+    assert!(!root.join("mnt/src").exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join("mnt/keep-me")).unwrap(),
+        "mine"
+    );
+    std::fs::remove_file(root.join("mnt/keep-me")).unwrap();
+    // bldr made /mnt too; it was not empty at the next run, so it stayed: remove it and
+    // the tree is what it was.
+    let _ = std::fs::remove_dir(root.join("mnt"));
+    // Paths, types and sizes as before (a folder's mtime moves when an entry comes and goes).
+    let shape = |listing: Vec<String>| -> Vec<String> {
+        listing
+            .into_iter()
+            .map(|l| l.rsplit_once(' ').map(|(a, _)| a.to_string()).unwrap_or(l))
+            .collect()
+    };
+    assert_eq!(shape(tree_listing(&root)), shape(before));
+}
+
+fn nix_kill_9(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}
