@@ -205,16 +205,15 @@ pub fn parse_layer(bytes: &[u8], file: &Path) -> Result<Layer, ProfileError> {
             "duplicate key: it is already set above in the same map; keep one".into(),
         ));
     }
-    let value: yaml_serde::Value =
+    // One parse: an empty document (or only comments) is `None`.
+    let raw: Option<RawProfile> =
         yaml_serde::from_str(text).map_err(|e| serde_error(e, &file_arc, text))?;
-    if value.is_null() {
+    let Some(raw) = raw else {
         return Err(ProfileError::new(
             &whole,
             "the profile is empty; it needs at least `chroot` and `commands`",
         ));
-    }
-    let raw: RawProfile =
-        yaml_serde::from_str(text).map_err(|e| serde_error(e, &file_arc, text))?;
+    };
     Ok(Layer::from_raw(raw, &file_arc, &index))
 }
 
