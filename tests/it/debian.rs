@@ -4,7 +4,7 @@
 //! (`$BLDR_TEST_ROOTS`, default /var/cache/bldr-test/roots) and made when missing.
 
 use crate::util::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn roots_cache() -> PathBuf {
@@ -54,6 +54,31 @@ fn make_bookworm_root() -> PathBuf {
     root
 }
 
+/// A test profile that extends the shipped `profiles/NAME.yaml`, pointed at `root`, with
+/// `commands` (YAML text) in place of the shipped ones.
+fn shipped_on(world: &World, name: &str, shipped: &str, root: &Path, commands: &str) -> PathBuf {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("profiles/{shipped}.yaml"));
+    world.profile(
+        name,
+        &format!(
+            "extends: {}\nchroot: {}\n{commands}",
+            base.display(),
+            root.display()
+        ),
+    )
+}
+
+/// The `.deb` files among a report's artifacts.
+fn debs_of(report: &serde_json::Value) -> Vec<String> {
+    report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["path"].as_str().map(str::to_string))
+        .filter(|p| p.ends_with(".deb"))
+        .collect()
+}
+
 #[test]
 fn debian_hello_builds_from_source_with_the_build_step_offline() {
     if !require_root("debian_hello_builds_from_source_with_the_build_step_offline") {
@@ -61,15 +86,13 @@ fn debian_hello_builds_from_source_with_the_build_step_offline() {
     }
     let root = bookworm_root();
     let world = World::new();
-    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("profiles/debian-hello.yaml");
     // The shipped profile, pointed at the cached root through `extends`.
-    let profile = world.profile(
+    let profile = shipped_on(
+        &world,
         "hello",
-        &format!(
-            "extends: {}\nchroot: {}\ncommands:\n  - apt-get update\n  - apt-get build-dep -y hello\n  - apt-get source hello\n  - name: build (no network)\n    run: |\n      if ping -c1 -W1 deb.debian.org >/dev/null 2>&1 || getent hosts deb.debian.org >/dev/null; then echo NET\"\"WORK-VISIBLE; fi\n      cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo\n      cd hello-*/ && dpkg-buildpackage -b -uc -us\n    network: none\n",
-            base.display(),
-            root.display()
-        ),
+        "debian-hello",
+        &root,
+        "commands:\n  - apt-get update\n  - apt-get build-dep -y hello\n  - apt-get source hello\n  - name: build (no network)\n    run: |\n      if ping -c1 -W1 deb.debian.org >/dev/null 2>&1 || getent hosts deb.debian.org >/dev/null; then echo NET\"\"WORK-VISIBLE; fi\n      cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo\n      cd hello-*/ && dpkg-buildpackage -b -uc -us\n    network: none\n",
     );
     let out = world.run(&profile, &[]);
     assert!(
@@ -89,13 +112,7 @@ fn debian_hello_builds_from_source_with_the_build_step_offline() {
         "the offline step should see only lo:\n{log}"
     );
 
-    let debs: Vec<String> = report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a["path"].as_str().map(str::to_string))
-        .filter(|p| p.ends_with(".deb"))
-        .collect();
+    let debs = debs_of(&report);
     assert!(
         debs.iter()
             .any(|d| d.starts_with("hello_") && d.ends_with("_amd64.deb")),
@@ -135,14 +152,12 @@ fn debian_zlib_builds_several_packages_on_an_ephemeral_root_in_a_sized_tmpfs() {
     }
     let root = bookworm_root();
     let world = World::new();
-    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("profiles/debian-zlib.yaml");
-    let profile = world.profile(
+    let profile = shipped_on(
+        &world,
         "zlib",
-        &format!(
-            "extends: {}\nchroot: {}\ncommands:\n  - grep ' /build ' /proc/self/mountinfo | grep -o 'size=[0-9a-z]*'\n  - apt-get update\n  - apt-get build-dep -y zlib\n  - apt-get source zlib\n  - name: build (no network)\n    run: cd zlib-*/ && dpkg-buildpackage -b -uc -us -j2\n    network: none\n",
-            base.display(),
-            root.display()
-        ),
+        "debian-zlib",
+        &root,
+        "commands:\n  - grep ' /build ' /proc/self/mountinfo | grep -o 'size=[0-9a-z]*'\n  - apt-get update\n  - apt-get build-dep -y zlib\n  - apt-get source zlib\n  - name: build (no network)\n    run: cd zlib-*/ && dpkg-buildpackage -b -uc -us -j2\n    network: none\n",
     );
     let status = root.join("var/lib/dpkg/status");
     let before = std::fs::read(&status).unwrap();
@@ -164,13 +179,7 @@ fn debian_zlib_builds_several_packages_on_an_ephemeral_root_in_a_sized_tmpfs() {
         "the root's dpkg status changed"
     );
     let report = world.report("zlib");
-    let debs: Vec<String> = report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a["path"].as_str().map(str::to_string))
-        .filter(|p| p.ends_with(".deb"))
-        .collect();
+    let debs = debs_of(&report);
     for pkg in ["zlib1g_", "zlib1g-dev_"] {
         assert!(
             debs.iter().any(|d| d.starts_with(pkg)),
