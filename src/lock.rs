@@ -71,17 +71,19 @@ pub fn lock_dir(state: &Path) -> PathBuf {
 /// The journal of mount points a run made in `chroot` (see `run::MountJournal`), beside
 /// the chroot's lock.
 pub fn journal_path(state: &Path, chroot: &Path) -> io::Result<PathBuf> {
+    keyed(state, chroot, "made")
+}
+
+/// `<lock dir>/<dev>-<inode>.<ext>` for the chroot (the device in hex, as `stat -c %D`).
+fn keyed(state: &Path, chroot: &Path, ext: &str) -> io::Result<PathBuf> {
     let m = fs::metadata(chroot)?;
-    Ok(lock_dir(state).join(format!("{:x}-{}.made", m.dev(), m.ino())))
+    Ok(lock_dir(state).join(format!("{:x}-{}.{ext}", m.dev(), m.ino())))
 }
 
 fn paths(state: &Path, chroot: &Path) -> io::Result<(PathBuf, PathBuf)> {
-    let m = fs::metadata(chroot)?;
-    let key = format!("{:x}-{}", m.dev(), m.ino());
-    let dir = lock_dir(state);
     Ok((
-        dir.join(format!("{key}.lock")),
-        dir.join(format!("{key}.holders")),
+        keyed(state, chroot, "lock")?,
+        keyed(state, chroot, "holders")?,
     ))
 }
 
