@@ -395,6 +395,16 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes of [`hex`]'s output (pairs that are not hex digits are skipped).
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .filter_map(|i| {
+            text.get(2 * i..2 * i + 2)
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect()
+}
+
 /// The host's mount table, one line per mount with the mount and parent ids dropped (so
 /// the comparison is about what is mounted where, not the kernel's numbering).
 pub fn host_mounts() -> Vec<String> {
@@ -453,6 +463,11 @@ mod tests {
             create_run_dir(t.path(), "p", "a").is_err(),
             "nor after publishing"
         );
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(unhex(&hex(b"a\xff\n")), b"a\xff\n");
     }
 
     #[test]

@@ -233,9 +233,7 @@ fn write_sha256sums(dir: &Path, list: &ArtifactList) -> std::io::Result<()> {
             return;
         }
         let bytes = match &rec.path_hex {
-            Some(h) => (0..h.len() / 2)
-                .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
-                .collect(),
+            Some(h) => record::unhex(h),
             None => rec.path.as_bytes().to_vec(),
         };
         result = out.write_all(&artifact::sha256sums_line(&rec.sha256, &bytes));
