@@ -9,6 +9,7 @@ mod ephemeral;
 mod fuzz;
 mod gentoo;
 mod leftovers;
+mod powers;
 mod records;
 mod root;
 mod util;
