@@ -86,6 +86,8 @@ pub fn check(profile: &Profile, out: &Path, host: &dyn HostView) -> Vec<Problem>
     };
     let chroot = &profile.chroot;
     let co = &profile.chroot_origin;
+    let real_chroot = host.canonical(chroot);
+    let real_out = host.canonical(out);
     match host.kind(chroot) {
         PathKind::Missing => problem(
             co,
@@ -95,15 +97,13 @@ pub fn check(profile: &Profile, out: &Path, host: &dyn HostView) -> Vec<Problem>
                 chroot.display()
             )),
         ),
-        PathKind::Dir | PathKind::Symlink if host.canonical(chroot) == Path::new("/") => problem(
+        PathKind::Dir | PathKind::Symlink if real_chroot == Path::new("/") => problem(
             co,
             format!("the chroot {} is the host's `/`", chroot.display()),
             Some("name a separate root directory".into()),
         ),
-        PathKind::Dir | PathKind::Symlink
-            if host.kind(&host.canonical(chroot)) == PathKind::Dir =>
-        {
-            let real = host.canonical(chroot);
+        PathKind::Dir | PathKind::Symlink if host.kind(&real_chroot) == PathKind::Dir => {
+            let real = &real_chroot;
             for sub in ["proc", "dev", "sys"] {
                 let p = real.join(sub);
                 match host.kind(&p) {
@@ -129,8 +129,7 @@ pub fn check(profile: &Profile, out: &Path, host: &dyn HostView) -> Vec<Problem>
                     Some("install a shell in the chroot (busybox, dash or bash)".into()),
                 );
             }
-            let real_out = host.canonical(out);
-            if real_out.starts_with(&real) {
+            if real_out.starts_with(real) {
                 problem(
                     co,
                     format!("the output folder {} is inside the chroot", out.display()),
@@ -154,11 +153,7 @@ pub fn check(profile: &Profile, out: &Path, host: &dyn HostView) -> Vec<Problem>
                 ),
                 Some(format!("mkdir -p {}", share.source.display())),
             );
-        } else if !share.readonly
-            && host
-                .canonical(out)
-                .starts_with(host.canonical(&share.source))
-        {
+        } else if !share.readonly && real_out.starts_with(host.canonical(&share.source)) {
             problem(
                 &share.origin,
                 format!(
