@@ -55,7 +55,7 @@ mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 w("## Machine\n")
 w(f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem:.0f} GiB")
 w(f"- kernel {platform.release()}; {version(['sh', '-c', '. /etc/os-release; echo $PRETTY_NAME'])}")
-w(f"- {version([os.path.join(os.getcwd(), 'target/release/bldr'), '--version'])}; {version(['bwrap', '--version'])}; "
+w(f"- {version([os.environ.get('BLDR', os.path.join(os.getcwd(), 'target/release/bldr')), '--version'])}; {version(['bwrap', '--version'])}; "
   f"{version(['systemd-nspawn', '--version'])}; {version(['hyperfine', '--version'])}\n")
 
 s = load("startup.json")

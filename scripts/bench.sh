@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
-bldr=$top/target/release/bldr
+bldr=${BLDR:-$top/target/release/bldr}
 dir=${BENCH_DIR:-/var/tmp/bldr-bench}
 runs=${BENCH_RUNS:-30}
 debian=${BENCH_DEBIAN_ROOT:-/var/cache/bldr-test/roots/debian-bookworm}
