@@ -198,9 +198,29 @@ pub enum RootCmd {
     },
 }
 
+/// The monitor's own arguments, `__sandbox --parent PID [--lock-fd FD]`, read without
+/// clap: every run starts a monitor, and building clap's whole command tree costs about
+/// as much as the monitor's real work before it unshares (docs/benchmarks.md). Anything
+/// else, `--probe` included, is left to clap.
+fn monitor_args(args: &[std::ffi::OsString]) -> Option<(i32, Option<i32>)> {
+    let words: Vec<&str> = args.iter().map(|a| a.to_str()).collect::<Option<_>>()?;
+    let number = |w: &str| w.parse::<i32>().ok();
+    match words.as_slice() {
+        [_, "__sandbox", "--parent", pid] => Some((number(pid)?, None)),
+        [_, "__sandbox", "--parent", pid, "--lock-fd", fd] => {
+            Some((number(pid)?, Some(number(fd)?)))
+        }
+        _ => None,
+    }
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some((parent, lock_fd)) = monitor_args(&args) {
+        return crate::sandbox::monitor_main(parent, lock_fd);
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -583,4 +603,35 @@ pub fn render_plan(plan: &Plan) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::monitor_args;
+
+    fn words(s: &str) -> Vec<std::ffi::OsString> {
+        s.split(' ').map(Into::into).collect()
+    }
+
+    #[test]
+    fn monitor_args_take_the_launch_line_and_nothing_else() {
+        assert_eq!(
+            monitor_args(&words("bldr __sandbox --parent 42")),
+            Some((42, None))
+        );
+        assert_eq!(
+            monitor_args(&words("bldr __sandbox --parent 42 --lock-fd 3")),
+            Some((42, Some(3)))
+        );
+        // Anything else goes to clap, which knows the rest of the grammar.
+        for other in [
+            "bldr __sandbox --probe",
+            "bldr __sandbox --parent x",
+            "bldr __sandbox --lock-fd 3 --parent 42",
+            "bldr run __sandbox --parent 42",
+            "bldr __sandbox --parent 42 --lock-fd",
+        ] {
+            assert_eq!(monitor_args(&words(other)), None, "{other}");
+        }
+    }
 }
