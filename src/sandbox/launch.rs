@@ -3,6 +3,7 @@
 //! process itself never creates a namespace.
 
 use super::proto::{read_frame, Frame};
+use super::sys;
 use crate::plan::Plan;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -78,41 +79,32 @@ impl Forwarder {
 /// until the last process of the build is gone, not merely until bldr exits.
 pub fn launch(plan: &Plan, lock: Option<&std::fs::File>) -> io::Result<(Launched, ChildStderr)> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let (ours, theirs) = UnixStream::pair()?;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.arg("__sandbox")
         .arg("--parent")
         .arg(std::process::id().to_string());
-    if let Some(lock) = lock {
-        let fd = lock.as_raw_fd();
-        cmd.arg("--lock-fd").arg("3");
-        // SAFETY: between fork and exec only async-signal-safe calls: dup2 or fcntl
-        // place the lock on fd 3 without close-on-exec, nothing else.
-        unsafe {
-            cmd.pre_exec(move || {
-                // dup2 onto itself changes nothing, so an fd that already is 3 only
-                // needs its close-on-exec flag cleared.
-                let ok = if fd == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0) >= 0
-                } else {
-                    libc::dup2(fd, 3) >= 0
-                };
-                if !ok {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+    // No pre_exec hook, so that std starts the monitor with posix_spawn(3) (a vfork
+    // that copies no page tables) rather than fork. The lock crosses the exec on its own
+    // descriptor number: close-on-exec is cleared for the spawn only. bldr's main
+    // thread is the only one that starts processes, so no other child can catch it.
+    let lock_fd = lock.map(|l| l.as_raw_fd());
+    if let Some(fd) = lock_fd {
+        cmd.arg("--lock-fd").arg(fd.to_string());
+        sys::set_cloexec(fd, false)?;
     }
-    let mut child = cmd
+    let spawned = cmd
         // The environment of the build is built from the plan; nothing from ours leaks.
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::from(OwnedFd::from(theirs)))
         .stderr(Stdio::piped())
-        .spawn()?;
+        .spawn();
+    if let Some(fd) = lock_fd {
+        sys::set_cloexec(fd, true)?;
+    }
+    let mut child = spawned?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut json = serde_json::to_vec(plan).map_err(io::Error::other)?;

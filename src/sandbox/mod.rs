@@ -47,15 +47,22 @@ pub fn default_sigpipe() {
 }
 
 /// The monitor: `bldr __sandbox --parent PID`. Returns its exit code.
-/// `lock_fd` is the chroot's lock, kept open (fd 3) for as long as the build lives.
+/// `lock_fd` is the chroot's lock, kept open (as fd 3) for as long as the build lives.
 pub fn monitor_main(parent: i32, lock_fd: Option<i32>) -> i32 {
     // Die with bldr. The getppid check closes the race of bldr dying before the prctl.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if nix::unistd::getppid().as_raw() != parent {
         return crate::exit::SETUP;
     }
-    // Nothing of bldr's caller beyond stdin, stdout and stderr may reach the build.
-    sys::close_from(if lock_fd == Some(3) { 4 } else { 3 });
+    // The chroot's lock arrives on whatever descriptor bldr held it on; it is kept as
+    // fd 3. Nothing else of bldr's caller beyond stdin, stdout and stderr may reach the
+    // build.
+    if let Some(fd) = lock_fd {
+        if fd < 3 || sys::dup_onto(fd, 3).is_err() {
+            return crate::exit::SETUP;
+        }
+    }
+    sys::close_from(if lock_fd.is_some() { 4 } else { 3 });
     let mut wire = init::Wire::from_stdout();
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() || line.is_empty() {

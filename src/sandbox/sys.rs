@@ -389,6 +389,28 @@ pub fn namespace_inode(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Sets or clears close-on-exec on `fd` (fcntl(2), F_SETFD).
+pub fn set_cloexec(fd: RawFd, on: bool) -> std::io::Result<()> {
+    let flags = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD only changes the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes `to` a copy of `from` (dup2(2)); the copy is not close-on-exec.
+pub fn dup_onto(from: RawFd, to: RawFd) -> std::io::Result<()> {
+    if from == to {
+        return set_cloexec(to, false);
+    }
+    // SAFETY: dup2 replaces `to`, which the caller is discarding anyway.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Closes every descriptor from `first` up (close_range(2)).
 pub fn close_from(first: u32) {
     // SAFETY: close_range only closes descriptors; callers own everything at or above
