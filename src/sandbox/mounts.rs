@@ -98,6 +98,9 @@ pub fn apply(plan: &Plan, sys: &mut dyn MountSys) -> SysResult<Vec<Created>> {
 }
 
 fn mount_all(plan: &Plan, sys: &mut dyn MountSys, created: &mut Vec<Created>) -> SysResult<()> {
+    // Filesystems this run made from nothing (/dev, /dev/pts, a tmpfs): a mount point
+    // created inside one vanishes with the namespace, so it is not recorded for removal.
+    let mut fresh: Vec<&ChrootPath> = Vec::new();
     for op in &plan.mounts {
         if op.only_if_target_exists && !sys.exists(&op.target)? {
             continue;
@@ -106,8 +109,22 @@ fn mount_all(plan: &Plan, sys: &mut dyn MountSys, created: &mut Vec<Created>) ->
             MountKind::Bind { source } => sys.source_is_dir(source),
             _ => true,
         };
-        sys.make_mount_point(&op.target, dir, created)?;
+        let from = created.len();
+        let made = sys.make_mount_point(&op.target, dir, created);
+        let mut kept = from;
+        for i in from..created.len() {
+            let (Created::Dir(p, _) | Created::File(p, _)) = &created[i];
+            if !fresh.iter().any(|f| p.is_within(f)) {
+                created.swap(kept, i);
+                kept += 1;
+            }
+        }
+        created.truncate(kept);
+        made?;
         sys.mount(op)?;
+        if !matches!(op.kind, MountKind::Bind { .. }) {
+            fresh.push(&op.target);
+        }
         if let MountKind::Dev { nodes, links } = &op.kind {
             sys.populate_dev(&op.target, nodes, links)?;
         }
@@ -655,6 +672,21 @@ mod tests {
             ChrootPath::parse("/etc/x.conf").unwrap(),
             Ident::default()
         )));
+    }
+
+    /// /dev/pts and /dev/shm go into bldr's own /dev tmpfs, which dies with the
+    /// namespace: removing them after the run was work (two umount2 each) for nothing.
+    #[test]
+    fn mount_points_inside_a_fresh_filesystem_are_not_recorded() {
+        let (_, created) = run(
+            "chroot: /r\ncommands: [true]\ntmpfs: [/var/tmp/portage]\nshared: [{source: /s, target: /var/tmp/portage/distfiles}, {source: /t, target: /opt/t}]\n",
+            vec!["/proc", "/sys", "/dev"],
+        );
+        let paths: Vec<&str> = created
+            .iter()
+            .map(|(Created::Dir(p, _) | Created::File(p, _))| p.as_str())
+            .collect();
+        assert_eq!(paths, ["/opt/t", "/var/tmp/portage"]);
     }
 
     /// Regression: a setup that failed half-way left the mount points it had made in
