@@ -157,8 +157,6 @@ pub enum Cmd {
         #[arg(long)]
         parent: Option<i32>,
         #[arg(long)]
-        lock_fd: Option<i32>,
-        #[arg(long)]
         probe: bool,
     },
 }
@@ -198,18 +196,14 @@ pub enum RootCmd {
     },
 }
 
-/// The monitor's own arguments, `__sandbox --parent PID [--lock-fd FD]`, read without
+/// The monitor's own arguments, `__sandbox --parent PID`, read without
 /// clap: every run starts a monitor, and building clap's whole command tree costs about
 /// as much as the monitor's real work before it unshares (docs/benchmarks.md). Anything
 /// else, `--probe` included, is left to clap.
-fn monitor_args(args: &[std::ffi::OsString]) -> Option<(i32, Option<i32>)> {
+fn monitor_args(args: &[std::ffi::OsString]) -> Option<i32> {
     let words: Vec<&str> = args.iter().map(|a| a.to_str()).collect::<Option<_>>()?;
-    let number = |w: &str| w.parse::<i32>().ok();
     match words.as_slice() {
-        [_, "__sandbox", "--parent", pid] => Some((number(pid)?, None)),
-        [_, "__sandbox", "--parent", pid, "--lock-fd", fd] => {
-            Some((number(pid)?, Some(number(fd)?)))
-        }
+        [_, "__sandbox", "--parent", pid] => pid.parse().ok(),
         _ => None,
     }
 }
@@ -217,8 +211,8 @@ fn monitor_args(args: &[std::ffi::OsString]) -> Option<(i32, Option<i32>)> {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some((parent, lock_fd)) = monitor_args(&args) {
-        return crate::sandbox::monitor_main(parent, lock_fd);
+    if let Some(parent) = monitor_args(&args) {
+        return crate::sandbox::monitor_main(parent);
     }
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
@@ -246,13 +240,12 @@ pub fn main() -> i32 {
     match cli.command {
         Cmd::Sandbox {
             parent,
-            lock_fd,
             probe,
         } => {
             if probe {
                 crate::sandbox::probe::probe_namespaces_main()
             } else {
-                crate::sandbox::monitor_main(parent.unwrap_or(-1), lock_fd)
+                crate::sandbox::monitor_main(parent.unwrap_or(-1))
             }
         }
         Cmd::Run {
@@ -615,21 +608,14 @@ mod tests {
 
     #[test]
     fn monitor_args_take_the_launch_line_and_nothing_else() {
-        assert_eq!(
-            monitor_args(&words("bldr __sandbox --parent 42")),
-            Some((42, None))
-        );
-        assert_eq!(
-            monitor_args(&words("bldr __sandbox --parent 42 --lock-fd 3")),
-            Some((42, Some(3)))
-        );
+        assert_eq!(monitor_args(&words("bldr __sandbox --parent 42")), Some(42));
         // Anything else goes to clap, which knows the rest of the grammar.
         for other in [
             "bldr __sandbox --probe",
             "bldr __sandbox --parent x",
-            "bldr __sandbox --lock-fd 3 --parent 42",
+            "bldr __sandbox --parent 42 --lock-fd 3",
             "bldr run __sandbox --parent 42",
-            "bldr __sandbox --parent 42 --lock-fd",
+            "bldr __sandbox --parent",
         ] {
             assert_eq!(monitor_args(&words(other)), None, "{other}");
         }

@@ -375,6 +375,13 @@ pub fn read_index(state: &Path) -> Vec<IndexEntry> {
         .collect()
 }
 
+/// The sha256 of a small file (a profile), read whole, as lowercase hex. No 64 KiB
+/// buffer to zero for a file of a few hundred bytes.
+pub fn sha256_small_file(path: &Path) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    Ok(hex(&Sha256::digest(fs::read(path)?)))
+}
+
 /// The sha256 of a file, as lowercase hex.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
     use sha2::{Digest, Sha256};

@@ -400,6 +400,8 @@ pub fn lock_chroot(
 
 /// Runs the profile; returns bldr's exit code.
 pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
+    // The monitor starts now and waits for its plan: its exec overlaps everything below.
+    let monitor = launch::start();
     let state = crate::state::state_dir();
     let out = out_root(profile, opts, &state);
     let inputs = PlanInputs {
@@ -513,6 +515,7 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     journal.replay(rep, &mut log, &profile.chroot);
     let watch = watch(
         rep,
+        monitor,
         &plan,
         &mut log,
         &mut sink,
@@ -644,7 +647,7 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         profile: record::ProfileInfo {
             name: profile.name.clone(),
             path: profile.file.clone(),
-            sha256: record::sha256_file(&profile.file).unwrap_or_default(),
+            sha256: record::sha256_small_file(&profile.file).unwrap_or_default(),
         },
         chroot: profile.chroot.clone(),
         ephemeral: profile.ephemeral,
@@ -818,10 +821,12 @@ impl Watch {
     }
 }
 
-/// Starts the sandbox and follows it to the end: output to the terminal and the log,
-/// signals forwarded. Used by `run` and by `shell` in its non-interactive form.
+/// Hands the started `monitor` its plan and follows the sandbox to the end: output to
+/// the terminal and the log, signals forwarded. Used by `run` and by `shell` in its
+/// non-interactive form.
 pub fn watch(
     rep: &Reporter,
+    monitor: std::io::Result<launch::Starting>,
     plan: &Plan,
     log: &mut BuildLog,
     sink: &mut ArtifactSink,
@@ -849,7 +854,7 @@ pub fn watch(
         w.message = Some(m);
         return w;
     }
-    let (mut sandbox, stderr) = match launch::launch(plan, lock) {
+    let (mut sandbox, stderr) = match monitor.and_then(|m| m.hand(plan, lock)) {
         Ok(x) => x,
         Err(e) => {
             let m = format!("cannot start the sandbox: {e}");

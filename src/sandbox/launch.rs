@@ -7,10 +7,10 @@ use super::sys;
 use crate::plan::Plan;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 /// The frame socket, read with recvmsg(2) so that a descriptor sent along with a frame
 /// (the pty master of `shell`) is kept, not lost.
@@ -56,7 +56,7 @@ pub struct Launched {
     child: Child,
     frames: FrameSocket,
     /// bldr's end of the lifeline: while it is open, the build may live.
-    lifeline: Option<ChildStdin>,
+    lifeline: Option<UnixStream>,
 }
 
 /// Sends a signal to the sandbox's monitor, which forwards it to init.
@@ -71,56 +71,74 @@ impl Forwarder {
     }
 }
 
-/// Starts the sandbox for `plan`. Must be called from the thread that stays alive until
-/// the run ends: the monitor's parent-death signal fires when *this thread* exits
-/// (prctl(2), PR_SET_PDEATHSIG).
-///
-/// `lock`, the chroot's lock, is handed to the sandbox as fd 3, so that it stays held
-/// until the last process of the build is gone, not merely until bldr exits.
-pub fn launch(plan: &Plan, lock: Option<&std::fs::File>) -> io::Result<(Launched, ChildStderr)> {
-    use std::os::fd::AsRawFd;
+/// A monitor started ahead of its plan: its exec and start-up run while bldr prepares
+/// the run (lock, run directory, log), on the other CPU when there is one. Dropped
+/// without [`Starting::hand`], it sees its stdin end and exits, having done nothing.
+pub struct Starting {
+    child: Child,
+    frames: FrameSocket,
+    control: UnixStream,
+    stderr: ChildStderr,
+}
+
+/// Starts the monitor. Must be called from the thread that stays alive until the run
+/// ends: the monitor's parent-death signal fires when *this thread* exits (prctl(2),
+/// PR_SET_PDEATHSIG).
+pub fn start() -> io::Result<Starting> {
     let (ours, theirs) = UnixStream::pair()?;
+    let (control, their_control) = UnixStream::pair()?;
     let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("__sandbox")
+    // No pre_exec hook, so that std starts the monitor with posix_spawn(3): a vfork that
+    // copies no page tables, where fork would copy bldr's and then fault on every page
+    // either side writes.
+    let mut child = Command::new(exe)
+        .arg("__sandbox")
         .arg("--parent")
-        .arg(std::process::id().to_string());
-    // No pre_exec hook, so that std starts the monitor with posix_spawn(3) (a vfork
-    // that copies no page tables) rather than fork. The lock crosses the exec on its own
-    // descriptor number: close-on-exec is cleared for the spawn only. bldr's main
-    // thread is the only one that starts processes, so no other child can catch it.
-    let lock_fd = lock.map(|l| l.as_raw_fd());
-    if let Some(fd) = lock_fd {
-        cmd.arg("--lock-fd").arg(fd.to_string());
-        sys::set_cloexec(fd, false)?;
-    }
-    let spawned = cmd
+        .arg(std::process::id().to_string())
         // The environment of the build is built from the plan; nothing from ours leaks.
         .env_clear()
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(OwnedFd::from(their_control)))
         .stdout(Stdio::from(OwnedFd::from(theirs)))
         .stderr(Stdio::piped())
-        .spawn();
-    if let Some(fd) = lock_fd {
-        sys::set_cloexec(fd, true)?;
-    }
-    let mut child = spawned?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
+        .spawn()?;
     let stderr = child.stderr.take().expect("stderr is piped");
-    let mut json = serde_json::to_vec(plan).map_err(io::Error::other)?;
-    json.push(b'\n');
-    stdin.write_all(&json)?;
-    Ok((
-        Launched {
-            child,
-            frames: FrameSocket {
-                sock: ours,
-                fds: Vec::new(),
-            },
-            lifeline: Some(stdin),
+    Ok(Starting {
+        child,
+        frames: FrameSocket {
+            sock: ours,
+            fds: Vec::new(),
         },
+        control,
         stderr,
-    ))
+    })
+}
+
+impl Starting {
+    /// Hands the monitor its plan, and `lock`, the chroot's lock, which the sandbox keeps
+    /// until the last process of the build is gone, not merely until bldr exits.
+    pub fn hand(
+        self,
+        plan: &Plan,
+        lock: Option<&std::fs::File>,
+    ) -> io::Result<(Launched, ChildStderr)> {
+        use std::os::fd::AsFd;
+        let mut json = serde_json::to_vec(plan).map_err(io::Error::other)?;
+        json.push(b'\n');
+        sys::send_with_fd(self.control.as_fd(), &json, lock.map(|l| l.as_fd()))?;
+        Ok((
+            Launched {
+                child: self.child,
+                frames: self.frames,
+                lifeline: Some(self.control),
+            },
+            self.stderr,
+        ))
+    }
+}
+
+/// Starts the sandbox for `plan` at once: [`start`], then [`Starting::hand`].
+pub fn launch(plan: &Plan, lock: Option<&std::fs::File>) -> io::Result<(Launched, ChildStderr)> {
+    start()?.hand(plan, lock)
 }
 
 impl Launched {

@@ -31,7 +31,6 @@ use nix::sys::signal::{kill, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use proto::Event;
-use std::io::BufRead;
 
 /// True when bldr runs with effective uid 0.
 pub fn is_root() -> bool {
@@ -47,28 +46,39 @@ pub fn default_sigpipe() {
 }
 
 /// The monitor: `bldr __sandbox --parent PID`. Returns its exit code.
-/// `lock_fd` is the chroot's lock, kept open (as fd 3) for as long as the build lives.
-pub fn monitor_main(parent: i32, lock_fd: Option<i32>) -> i32 {
+/// bldr starts it ahead of the plan, so that its exec overlaps bldr's own preparation;
+/// the plan comes on stdin (a socket) as one line, with the chroot's lock riding along
+/// as a descriptor, kept open (as fd 3) for as long as the build lives.
+pub fn monitor_main(parent: i32) -> i32 {
     // Die with bldr. The getppid check closes the race of bldr dying before the prctl.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if nix::unistd::getppid().as_raw() != parent {
         return crate::exit::SETUP;
     }
-    // The chroot's lock arrives on whatever descriptor bldr held it on; it is kept as
-    // fd 3. Nothing else of bldr's caller beyond stdin, stdout and stderr may reach the
-    // build.
-    if let Some(fd) = lock_fd {
-        if fd < 3 || sys::dup_onto(fd, 3).is_err() {
+    // Nothing of bldr's caller beyond stdin, stdout and stderr may reach the build.
+    sys::close_from(3);
+    let mut wire = init::Wire::from_stdout();
+    // SAFETY: fd 0 is the socket bldr handed this process; it stays open for its life.
+    let control = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+    // End of stream before a plan: bldr decided not to run (a stop signal, a lock it
+    // could not have); nothing to report.
+    let Ok(Some((line, mut fds))) = sys::recv_line_with_fds(control) else {
+        return crate::exit::SETUP;
+    };
+    if let Some(lock) = fds.pop() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let kept = if lock.as_raw_fd() == 3 {
+            // Already fd 3: keep it open past this scope, without close-on-exec.
+            sys::set_cloexec(lock.into_raw_fd(), false)
+        } else {
+            sys::dup_onto(lock.as_raw_fd(), 3)
+        };
+        if kept.is_err() {
             return crate::exit::SETUP;
         }
     }
-    sys::close_from(if lock_fd.is_some() { 4 } else { 3 });
-    let mut wire = init::Wire::from_stdout();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).is_err() || line.is_empty() {
-        return crate::exit::SETUP;
-    }
-    let plan: Plan = match serde_json::from_str(&line) {
+    drop(fds);
+    let plan: Plan = match serde_json::from_slice(&line) {
         Ok(p) => p,
         Err(e) => {
             wire.send(Event::SetupFailed {
@@ -145,7 +155,6 @@ pub fn monitor_main(parent: i32, lock_fd: Option<i32>) -> i32 {
             // Init keeps its copy of the chroot's lock (fd 3, never passed to a command):
             // it is the last process of the build to die, so the lock outlives the build
             // even when bldr and the monitor are SIGKILLed first.
-            let _ = lock_fd;
             let code = init::run(&plan, wire, init_end);
             // SAFETY: leaving PID 1 without unwinding; the namespace dies with it.
             unsafe { libc::_exit(code) }

@@ -473,6 +473,72 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> {
     .map(drop)
 }
 
+/// Sends all of `bytes` on a stream socket, with `fd` (if any) riding on the first
+/// segment as SCM_RIGHTS (unix(7)).
+pub fn send_with_fd(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<(), Errno> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
+        vec![]
+    } else {
+        vec![ControlMessage::ScmRights(&fds)]
+    };
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let iov = [std::io::IoSlice::new(&bytes[sent..])];
+        let extra = if sent == 0 { &cmsgs[..] } else { &[] };
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, extra, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => sent += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one line (up to and without its `\n`) from a stream socket, with the
+/// descriptors that came along. Reads nothing past the line: the caller's peer sends
+/// nothing more. `None` at end of stream before a whole line.
+pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, Errno> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = vec![0u8; 1 << 14];
+    loop {
+        let mut space = nix::cmsg_space!([RawFd; 2]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        };
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(got) = c {
+                // SAFETY: the kernel installed these descriptors for us just now.
+                fds.extend(got.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        let n = msg.bytes;
+        if n == 0 {
+            return Ok(None);
+        }
+        line.extend_from_slice(&buf[..n]);
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            return Ok(Some((line, fds)));
+        }
+    }
+}
+
 /// Receives one descriptor sent with [`send_fd`].
 pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
