@@ -238,10 +238,7 @@ pub fn main() -> i32 {
     }
     let search = SearchPath::from_env(cli.profiles.as_deref());
     match cli.command {
-        Cmd::Sandbox {
-            parent,
-            probe,
-        } => {
+        Cmd::Sandbox { parent, probe } => {
             if probe {
                 crate::sandbox::probe::probe_namespaces_main()
             } else {

@@ -515,11 +515,10 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     journal.replay(rep, &mut log, &profile.chroot);
     let watch = watch(
         rep,
-        monitor,
+        |plan| monitor.and_then(|m| m.hand(plan, Some(&chroot_lock.file))),
         &plan,
         &mut log,
         &mut sink,
-        Some(&chroot_lock.file),
         stop,
         &mut journal,
     );
@@ -821,16 +820,15 @@ impl Watch {
     }
 }
 
-/// Hands the started `monitor` its plan and follows the sandbox to the end: output to
-/// the terminal and the log, signals forwarded. Used by `run` and by `shell` in its
-/// non-interactive form.
+/// Starts the sandbox with `start` (which hands the plan to a monitor started ahead of
+/// it) and follows it to the end: output to the terminal and the log, signals
+/// forwarded.
 pub fn watch(
     rep: &Reporter,
-    monitor: std::io::Result<launch::Starting>,
+    start: impl FnOnce(&Plan) -> std::io::Result<(launch::Launched, std::process::ChildStderr)>,
     plan: &Plan,
     log: &mut BuildLog,
     sink: &mut ArtifactSink,
-    lock: Option<&std::fs::File>,
     mut stop: StopSignals,
     journal: &mut MountJournal,
 ) -> Watch {
@@ -854,7 +852,7 @@ pub fn watch(
         w.message = Some(m);
         return w;
     }
-    let (mut sandbox, stderr) = match monitor.and_then(|m| m.hand(plan, lock)) {
+    let (mut sandbox, stderr) = match start(plan) {
         Ok(x) => x,
         Err(e) => {
             let m = format!("cannot start the sandbox: {e}");

@@ -126,13 +126,56 @@ struct Init<'a> {
     buf: Vec<u8>,
 }
 
-/// Entry point of PID 1. Returns the exit code for the sandbox process.
-pub fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
+/// Entry point of PID 1, forked by the monitor before the plan exists: waits for the
+/// plan and the chroot's lock on `handoff`, then runs it. Returns the exit code for the
+/// sandbox process.
+pub fn main(mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
+    // If our parent (the monitor) dies, so do we; an end of stream means it has.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let Ok(Some((line, mut fds))) = sys::recv_line_with_fds(handoff.as_fd()) else {
+        return exit::SETUP;
+    };
+    // The lock stays with init, as fd 3, never passed to a command (they get 0-2 only).
+    if let Some(lock) = fds.pop() {
+        use std::os::fd::IntoRawFd;
+        let kept = if lock.as_raw_fd() == 3 {
+            sys::set_cloexec(lock.into_raw_fd(), false)
+        } else {
+            sys::dup_onto(lock.as_raw_fd(), 3)
+        };
+        if kept.is_err() {
+            return exit::SETUP;
+        }
+    }
+    drop(fds);
+    let plan: Plan = match serde_json::from_slice(&line) {
+        Ok(p) => p,
+        Err(e) => {
+            wire.send(Event::SetupFailed {
+                message: format!("the plan handed to init is not valid: {e}"),
+            });
+            return exit::SETUP;
+        }
+    };
+    // The namespaces beyond the four the monitor made: only the network, which init
+    // takes for itself and its commands.
+    if plan.namespaces.contains(&Namespace::Net) {
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+            wire.send(Event::SetupFailed {
+                message: format!("cannot create the build's network namespace: {}", e.desc()),
+            });
+            return exit::SETUP;
+        }
+    }
+    run(&plan, wire, handoff)
+}
+
+/// Runs the plan as PID 1.
+fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
     // SAFETY: fd 0 stays open for the life of this process (it is never closed here).
     let lifeline = unsafe { BorrowedFd::borrow_raw(0) };
-    // If our parent (the monitor) dies, so do we; and if it already died before the
-    // line above, the lifeline tells (the parent's pid is 0 from inside the namespace).
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // bldr's end of our stdin: the monitor has read the plan off it, so anything
+    // readable now (an end of stream) means bldr is gone.
     if lifeline_cut(lifeline) {
         return exit::SETUP;
     }

@@ -45,10 +45,21 @@ pub fn default_sigpipe() {
         unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
 }
 
+/// The namespaces every plan has; the monitor creates them before its plan arrives.
+const ALWAYS: [Namespace; 4] = [
+    Namespace::Mount,
+    Namespace::Pid,
+    Namespace::Uts,
+    Namespace::Ipc,
+];
+
 /// The monitor: `bldr __sandbox --parent PID`. Returns its exit code.
-/// bldr starts it ahead of the plan, so that its exec overlaps bldr's own preparation;
-/// the plan comes on stdin (a socket) as one line, with the chroot's lock riding along
-/// as a descriptor, kept open (as fd 3) for as long as the build lives.
+///
+/// bldr starts it ahead of the plan, so that its exec, the namespaces every plan has
+/// and init's fork all happen while bldr prepares the run. The plan then comes on stdin
+/// (a socket) as one line, with the chroot's lock riding along as a descriptor; the
+/// monitor opens the artifacts folder and passes plan and lock on to init, which keeps
+/// the lock (as fd 3) for as long as the build lives.
 pub fn monitor_main(parent: i32) -> i32 {
     // Die with bldr. The getppid check closes the race of bldr dying before the prctl.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -57,36 +68,6 @@ pub fn monitor_main(parent: i32) -> i32 {
     }
     // Nothing of bldr's caller beyond stdin, stdout and stderr may reach the build.
     sys::close_from(3);
-    let mut wire = init::Wire::from_stdout();
-    // SAFETY: fd 0 is the socket bldr handed this process; it stays open for its life.
-    let control = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
-    // End of stream before a plan: bldr decided not to run (a stop signal, a lock it
-    // could not have); nothing to report.
-    let Ok(Some((line, mut fds))) = sys::recv_line_with_fds(control) else {
-        return crate::exit::SETUP;
-    };
-    if let Some(lock) = fds.pop() {
-        use std::os::fd::{AsRawFd, IntoRawFd};
-        let kept = if lock.as_raw_fd() == 3 {
-            // Already fd 3: keep it open past this scope, without close-on-exec.
-            sys::set_cloexec(lock.into_raw_fd(), false)
-        } else {
-            sys::dup_onto(lock.as_raw_fd(), 3)
-        };
-        if kept.is_err() {
-            return crate::exit::SETUP;
-        }
-    }
-    drop(fds);
-    let plan: Plan = match serde_json::from_slice(&line) {
-        Ok(p) => p,
-        Err(e) => {
-            wire.send(Event::SetupFailed {
-                message: format!("the plan handed to the sandbox is not valid: {e}"),
-            });
-            return crate::exit::SETUP;
-        }
-    };
     // A new session: the terminal's Ctrl-C reaches bldr only, which forwards it.
     let _ = nix::unistd::setsid();
     // SAFETY: setting a disposition, no handler code.
@@ -95,74 +76,101 @@ pub fn monitor_main(parent: i32) -> i32 {
     let signals = init::handled_signals();
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
 
-    let mut flags = CloneFlags::empty();
-    for ns in &plan.namespaces {
-        flags |= match ns {
-            Namespace::Mount => CloneFlags::CLONE_NEWNS,
-            Namespace::Pid => CloneFlags::CLONE_NEWPID,
-            Namespace::Uts => CloneFlags::CLONE_NEWUTS,
-            Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
-            Namespace::Net => CloneFlags::CLONE_NEWNET,
-        };
-    }
-    if let Err(e) = nix::sched::unshare(flags) {
-        let hint = if is_root() {
-            "the kernel refused; `bldr check` lists what this host supports"
-        } else {
-            "run as root (sudo bldr ...)"
-        };
-        wire.send(Event::SetupFailed {
-            message: format!(
-                "cannot create the build's namespaces: {} ({hint})",
-                e.desc()
-            ),
-        });
+    // A failure here is reported once the plan has come: bldr reads frames only then.
+    let unshared = nix::sched::unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC,
+    );
+    let forked = unshared.and_then(|()| {
+        let (handoff, init_end) =
+            std::os::unix::net::UnixStream::pair().map_err(|_| nix::errno::Errno::last())?;
+        // SAFETY: the monitor is single-threaded (a fresh exec that started no thread).
+        match unsafe { nix::unistd::fork() }? {
+            ForkResult::Child => {
+                drop(handoff);
+                let code = init::main(init::Wire::from_stdout(), init_end);
+                // SAFETY: leaving PID 1 without unwinding; the namespace dies with it.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => Ok((child, handoff)),
+        }
+    });
+
+    let mut wire = init::Wire::from_stdout();
+    // SAFETY: fd 0 is the socket bldr handed this process; it stays open for its life.
+    let control = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+    // End of stream before a plan: bldr decided not to run (a stop signal, a lock it
+    // could not have); nothing to report. Init, if forked, dies with us.
+    let Ok(Some((line, mut fds))) = sys::recv_line_with_fds(control) else {
         return crate::exit::SETUP;
+    };
+    let lock = fds.pop();
+    drop(fds);
+    let (child, handoff) = match forked {
+        Ok(f) => f,
+        Err(e) => {
+            let message = if unshared.is_err() {
+                let hint = if is_root() {
+                    "the kernel refused; `bldr check` lists what this host supports"
+                } else {
+                    "run as root (sudo bldr ...)"
+                };
+                format!(
+                    "cannot create the build's namespaces: {} ({hint})",
+                    e.desc()
+                )
+            } else {
+                format!("cannot start the build's init: {}", e.desc())
+            };
+            wire.send(Event::SetupFailed { message });
+            return crate::exit::SETUP;
+        }
+    };
+    let fail = |wire: &mut init::Wire, message: String| {
+        wire.send(Event::SetupFailed { message });
+        let _ = kill(child, Signal::SIGKILL);
+        crate::exit::SETUP
+    };
+    let plan: Plan = match serde_json::from_slice(&line) {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(
+                &mut wire,
+                format!("the plan handed to the sandbox is not valid: {e}"),
+            )
+        }
+    };
+    if let Some(ns) = ALWAYS.iter().find(|ns| !plan.namespaces.contains(ns)) {
+        return fail(
+            &mut wire,
+            format!("the plan leaves out the {ns:?} namespace, which every build has"),
+        );
     }
     // The artifacts folder on the host is opened here and stays with the monitor, which
     // the build cannot see (it is outside the build's PID namespace): init gets it only
     // after every process of the build is dead, so no command can reach the host
-    // through /proc/1/fd.
+    // through /proc/1/fd. Opened before init has the plan, so before its pivot_root.
     let stage = match plan.artifacts_dir.as_deref().map(sys::open_dir).transpose() {
         Ok(s) => s,
-        Err(e) => {
-            wire.send(Event::SetupFailed {
-                message: e.to_string(),
-            });
-            return crate::exit::SETUP;
-        }
+        Err(e) => return fail(&mut wire, e.to_string()),
     };
-    let (handoff, init_end) = match std::os::unix::net::UnixStream::pair() {
-        Ok(p) => p,
-        Err(e) => {
-            wire.send(Event::SetupFailed {
-                message: format!("cannot create the handoff socket: {e}"),
-            });
-            return crate::exit::SETUP;
+    {
+        use std::os::fd::AsFd;
+        let mut l = line;
+        l.push(b'\n');
+        if let Err(e) = sys::send_with_fd(handoff.as_fd(), &l, lock.as_ref().map(|f| f.as_fd())) {
+            return fail(
+                &mut wire,
+                format!("cannot hand the plan to init: {}", e.desc()),
+            );
         }
-    };
-    // SAFETY: the monitor is single-threaded (a fresh exec that started no thread).
-    let child = match unsafe { nix::unistd::fork() } {
-        Err(e) => {
-            wire.send(Event::SetupFailed {
-                message: format!("cannot start the build's init: {}", e.desc()),
-            });
-            return crate::exit::SETUP;
-        }
-        Ok(ForkResult::Child) => {
-            drop(stage);
-            drop(handoff);
-            // Init keeps its copy of the chroot's lock (fd 3, never passed to a command):
-            // it is the last process of the build to die, so the lock outlives the build
-            // even when bldr and the monitor are SIGKILLed first.
-            let code = init::run(&plan, wire, init_end);
-            // SAFETY: leaving PID 1 without unwinding; the namespace dies with it.
-            unsafe { libc::_exit(code) }
-        }
-        Ok(ForkResult::Parent { child }) => child,
-    };
+    }
+    // Init has the lock now, and is the last process of the build to die, so the lock
+    // outlives the build even when bldr and the monitor are SIGKILLed first.
+    drop(lock);
     drop(wire);
-    drop(init_end);
     relay_until_exit(child, &signals, handoff, stage)
 }
 

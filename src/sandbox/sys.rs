@@ -500,10 +500,13 @@ pub fn send_with_fd(
     Ok(())
 }
 
+/// A line received with [`recv_line_with_fds`] and the descriptors that came with it.
+pub type LineWithFds = (Vec<u8>, Vec<OwnedFd>);
+
 /// Reads one line (up to and without its `\n`) from a stream socket, with the
 /// descriptors that came along. Reads nothing past the line: the caller's peer sends
 /// nothing more. `None` at end of stream before a whole line.
-pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, Errno> {
+pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<LineWithFds>, Errno> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut line = Vec::new();
     let mut fds = Vec::new();
@@ -524,7 +527,10 @@ pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<(Vec<u8>, Vec<O
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(got) = c {
                 // SAFETY: the kernel installed these descriptors for us just now.
-                fds.extend(got.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    got.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         let n = msg.bytes;

@@ -487,6 +487,69 @@ fn a_no_wait_run_on_a_locked_chroot_exits_75_naming_the_holder() {
     assert_eq!(bg.wait(HANG).code(), Some(0), "{}", bg.stderr());
 }
 
+/// The pids of the sandbox processes (monitor and init) of the bldr with pid `bldr`:
+/// their command line is `bldr __sandbox --parent PID`.
+fn sandbox_of(bldr: u32) -> Vec<u32> {
+    let needle = format!("__sandbox\0--parent\0{bldr}\0");
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}
+
+/// bldr starts its monitor (which makes the namespaces and forks init) before it has
+/// the lock. Regression guard for that early start: a bldr killed while it waits for
+/// the lock, or one that gives up on it, leaves no sandbox process behind.
+#[test]
+fn a_run_that_never_gets_the_lock_leaves_no_sandbox_process() {
+    if !require_root("a_run_that_never_gets_the_lock_leaves_no_sandbox_process") {
+        return;
+    }
+    let world = World::new();
+    world.busybox_root("root");
+    let holder = held_profile(&world, "locked", false, HOLD);
+    let (mut bg, _) = start_holder(&world, &holder, "locked");
+    let second = world.profile("second", "chroot: root\ncommands: [true]\n");
+    let mut waiter = Bg::run(&world, &second, &[], "second");
+    assert!(
+        eventually(HANG, || waiter.stderr().contains("waiting for the lock")),
+        "{}",
+        waiter.stderr()
+    );
+    let pid = waiter.pid();
+    assert!(
+        eventually(HANG, || sandbox_of(pid).len() == 2),
+        "the waiting run's monitor and init are there: {:?}",
+        sandbox_of(pid)
+    );
+    kill9(pid);
+    let _ = waiter.wait(HANG);
+    assert!(
+        eventually(HANG, || sandbox_of(pid).is_empty()),
+        "left running: {:?}",
+        sandbox_of(pid)
+    );
+    let mut gives_up = Bg::run(&world, &second, &["--no-wait"], "gives-up");
+    assert_eq!(
+        gives_up.wait(HANG).code(),
+        Some(75),
+        "{}",
+        gives_up.stderr()
+    );
+    let pid = gives_up.pid();
+    assert!(
+        eventually(HANG, || sandbox_of(pid).is_empty()),
+        "left running: {:?}",
+        sandbox_of(pid)
+    );
+    fs::write(world.path("ctl/go"), "").unwrap();
+    assert_eq!(bg.wait(HANG).code(), Some(0), "{}", bg.stderr());
+}
+
 #[test]
 fn a_waiting_run_starts_after_the_holder_ends() {
     if !require_root("a_waiting_run_starts_after_the_holder_ends") {
