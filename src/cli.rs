@@ -214,6 +214,11 @@ pub fn main() -> i32 {
     if let Some(parent) = monitor_args(&args) {
         return crate::sandbox::monitor_main(parent);
     }
+    // `bldr run`: the sandbox's monitor starts before anything else, so that its exec
+    // overlaps parsing the profile and preparing the run (run::run). Any other spelling
+    // of the command line starts it later, in the same way.
+    let early_monitor =
+        (args.get(1).and_then(|a| a.to_str()) == Some("run")).then(crate::sandbox::launch::start);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -268,6 +273,7 @@ pub fn main() -> i32 {
                     keep: keep.unwrap_or_default(),
                     no_wait,
                 },
+                early_monitor.unwrap_or_else(crate::sandbox::launch::start),
             )
         }
         Cmd::Shell {

@@ -399,9 +399,15 @@ pub fn lock_chroot(
 }
 
 /// Runs the profile; returns bldr's exit code.
-pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
-    // The monitor starts now and waits for its plan: its exec overlaps everything below.
-    let monitor = launch::start();
+/// Runs `profile`. `monitor` is the sandbox's monitor, started by the caller before it
+/// even read the profile ([`launch::start`]): it waits for its plan while bldr takes the
+/// lock and makes the run directory, so that its exec and its namespaces cost no time.
+pub fn run(
+    rep: &Reporter,
+    profile: &Profile,
+    opts: &RunOptions,
+    monitor: std::io::Result<launch::Starting>,
+) -> i32 {
     let state = crate::state::state_dir();
     let out = out_root(profile, opts, &state);
     let inputs = PlanInputs {
@@ -513,7 +519,7 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     let mut sink = ArtifactSink::new(&work, plan.artifacts.len());
     let mut journal = MountJournal::for_run(&state, profile);
     journal.replay(rep, &mut log, &profile.chroot);
-    let watch = watch(
+    let mut watch = watch(
         rep,
         |plan| monitor.and_then(|m| m.hand(plan, Some(&chroot_lock.file))),
         &plan,
@@ -609,6 +615,8 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
     };
     let mut kept_scratch = None;
     if let Some(dir) = &scratch {
+        // The overlay goes with the build's mount namespace, which goes with the monitor.
+        watch.reap();
         if keep {
             log.note(&format!(
                 "overlay layer kept in {} (bldr shell --run {run_id})",
@@ -671,6 +679,8 @@ pub fn run(rep: &Reporter, profile: &Profile, opts: &RunOptions) -> i32 {
         scratch: kept_scratch,
     };
     finish(rep, &state, &run_dir, publish, &report, opts.json);
+    // Before the lock goes: the build's namespaces are gone once the monitor is.
+    watch.reap();
     code
 }
 
@@ -767,9 +777,23 @@ pub struct Watch {
     pub started: Vec<usize>,
     pub interrupted_by: Option<i32>,
     pub monitor_code: i32,
+    /// The monitor and the thread reading its stderr, not yet waited for: once init has
+    /// said `cleaned` (with its exit code), every process of the build is dead, and the
+    /// kernel's teardown of the namespaces (a few hundred microseconds) runs while bldr
+    /// writes the record. [`Watch::reap`] waits for them.
+    pending: Option<(launch::Launched, std::thread::JoinHandle<Vec<String>>)>,
 }
 
 impl Watch {
+    /// Waits for the monitor and its stderr reader, if that is still to do. Init's word
+    /// on the outcome stands: the build was over when it spoke.
+    pub fn reap(&mut self) {
+        if let Some((sandbox, stderr)) = self.pending.take() {
+            let _ = sandbox.wait();
+            let _ = stderr.join();
+        }
+    }
+
     fn signal(&self) -> Option<i32> {
         self.interrupted_by
     }
@@ -842,6 +866,7 @@ pub fn watch(
         started: vec![],
         interrupted_by: None,
         monitor_code: exit::SETUP,
+        pending: None,
     };
     // A stop signal that came before the sandbox exists: record it, start nothing.
     if let Some(sig) = stop.0.as_mut().and_then(|s| s.pending().next()) {
@@ -898,6 +923,7 @@ pub fn watch(
         })
     };
     let total = plan.commands.len();
+    let mut cleaned = None;
     while let Some(frame) = sandbox.next_frame() {
         match frame {
             Frame::Output(bytes) => {
@@ -1011,7 +1037,9 @@ pub fn watch(
                 Event::Cleaned {
                     killed,
                     leftover_mount_points,
+                    code,
                 } => {
+                    cleaned = Some(code);
                     journal.close();
                     if killed > 0 {
                         log.note(&format!(
@@ -1031,8 +1059,16 @@ pub fn watch(
         }
     }
     rep.command_finished();
-    w.monitor_code = sandbox.wait();
-    let _ = stderr_thread.join();
+    match cleaned {
+        Some(code) => {
+            w.monitor_code = code;
+            w.pending = Some((sandbox, stderr_thread));
+        }
+        None => {
+            w.monitor_code = sandbox.wait();
+            let _ = stderr_thread.join();
+        }
+    }
     let sig = got_signal.load(Ordering::SeqCst);
     if sig != 0 {
         w.interrupted_by = Some(sig);

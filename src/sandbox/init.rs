@@ -262,6 +262,22 @@ fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> 
             .map(|ms| Instant::now() + Duration::from_millis(ms)),
         buf: vec![0; 1 << 16],
     };
+    // The build keeps root's powers that builds use (mounts and namespaces for portage's
+    // sandboxes, chown, mknod) but not those that reach past it: ptrace (PID 1's
+    // descriptors), kernel modules, raw I/O, the clock, MAC policy. Dropped from init's
+    // bounding set, which every command inherits, root's exec cannot regain them
+    // (capabilities(7), "Transformation of capabilities during execve"). Init itself
+    // never execs, so its own effective set is untouched.
+    if let Err(e) = sys::drop_from_bounding_set(DROPPED_CAPABILITIES) {
+        init.wire.send(Event::SetupFailed {
+            message: format!(
+                "cannot drop capabilities from the bounding set: {}",
+                e.desc()
+            ),
+        });
+        mounts::remove_created(&created);
+        return exit::SETUP;
+    }
     init.wire.send(Event::Ready);
     let code = init.run_commands();
     let killed = init.kill_everything();
@@ -281,6 +297,7 @@ fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> 
     init.wire.send(Event::Cleaned {
         killed,
         leftover_mount_points: leftover,
+        code,
     });
     code
 }
@@ -448,23 +465,6 @@ impl Init<'_> {
                 if slave.is_none() {
                     if let Err(e) = nix::unistd::setsid() {
                         fail("setsid", e);
-                    }
-                }
-                // The build keeps root's powers that builds use (mounts and namespaces for
-                // portage's sandboxes, chown, mknod) but not those that reach past it:
-                // ptrace (PID 1's descriptors), kernel modules, raw I/O, the clock, MAC
-                // policy. Dropped from the bounding set, root's exec cannot regain them
-                // (capabilities(7), "Transformation of capabilities during execve").
-                for cap in DROPPED_CAPABILITIES {
-                    // SAFETY: prctl with integer arguments only.
-                    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) }
-                        < 0
-                    {
-                        let e = Errno::last();
-                        // EINVAL: a capability this kernel does not know; nothing to drop.
-                        if e != Errno::EINVAL {
-                            fail("drop capabilities", e);
-                        }
                     }
                 }
                 if private_net {

@@ -42,9 +42,12 @@ pub enum Event {
         signal: i32,
     },
     /// The build's processes are all dead; `killed` is how many were still running.
+    /// `code` is the exit code init is about to return (and the monitor with it), so
+    /// bldr can write the record while the namespaces are still being torn down.
     Cleaned {
         killed: usize,
         leftover_mount_points: Vec<String>,
+        code: i32,
     },
     /// A file copied into the artifacts folder. `path` is relative to it (and to the
     /// rule's `from`); `path_hex` holds the exact bytes when they are not UTF-8.
