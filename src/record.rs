@@ -257,6 +257,8 @@ impl ArtifactList {
     pub fn for_each(&self, mut f: impl FnMut(ArtifactRecord)) -> io::Result<()> {
         match self {
             ArtifactList::Loaded(v) => v.iter().cloned().for_each(f),
+            // No record, no file (see `run::ArtifactSink`).
+            ArtifactList::Streamed { count: 0, .. } => {}
             ArtifactList::Streamed { file, .. } => {
                 use std::io::BufRead;
                 for line in io::BufReader::new(File::open(file)?).lines() {
@@ -415,27 +417,65 @@ pub fn unhex(text: &str) -> Vec<u8> {
 /// The host's mount table, one line per mount with the mount and parent ids dropped (so
 /// the comparison is about what is mounted where, not the kernel's numbering).
 pub fn host_mounts() -> Vec<String> {
+    File::open("/proc/self/mountinfo")
+        .map(|f| mount_lines(&f))
+        .unwrap_or_default()
+}
+
+fn mount_lines(mut f: &File) -> Vec<String> {
     // procfs files report size 0, so read_to_string would start at 32 bytes and grow:
     // eight reads, each regenerating the table, where one 64 KiB read does.
     let mut text = String::with_capacity(1 << 16);
-    let _ = File::open("/proc/self/mountinfo").and_then(|mut f| f.read_to_string(&mut text));
+    let _ = f.read_to_string(&mut text);
     text.lines()
         .map(|l| l.splitn(3, ' ').nth(2).unwrap_or(l).to_string())
         .collect()
 }
 
+/// The host's mount table when a run starts, and at its end whether it changed.
+/// /proc/self/mountinfo reports POLLPRI once its namespace's table has changed since the
+/// file was opened (proc(5)), so an unchanged table, the usual case, is known without
+/// generating it a second time; a changed one is read again and compared.
+pub struct MountWatch {
+    file: Option<File>,
+    before: Vec<String>,
+}
+
+impl MountWatch {
+    pub fn start() -> MountWatch {
+        let file = File::open("/proc/self/mountinfo").ok();
+        let before = file.as_ref().map(mount_lines).unwrap_or_default();
+        MountWatch { file, before }
+    }
+
+    pub fn finish(&self) -> HostClean {
+        use std::os::fd::AsFd;
+        let unchanged = self
+            .file
+            .as_ref()
+            .is_some_and(|f| !crate::sandbox::sys::mount_table_changed(f.as_fd()));
+        if unchanged {
+            let n = self.before.len();
+            return HostClean {
+                clean: true,
+                mounts_before: n,
+                mounts_after: n,
+                appeared: vec![],
+                disappeared: vec![],
+            };
+        }
+        compare_mounts(&self.before, &host_mounts())
+    }
+}
+
 /// Compares two mount tables.
 pub fn compare_mounts(before: &[String], after: &[String]) -> HostClean {
-    let appeared: Vec<String> = after
-        .iter()
-        .filter(|l| !before.contains(l))
-        .cloned()
-        .collect();
-    let disappeared: Vec<String> = before
-        .iter()
-        .filter(|l| !after.contains(l))
-        .cloned()
-        .collect();
+    use std::collections::HashSet;
+    // Sets, not `contains` on the lists: a container host has thousands of mounts.
+    let (b, a): (HashSet<&String>, HashSet<&String>) =
+        (before.iter().collect(), after.iter().collect());
+    let appeared: Vec<String> = after.iter().filter(|l| !b.contains(l)).cloned().collect();
+    let disappeared: Vec<String> = before.iter().filter(|l| !a.contains(l)).cloned().collect();
     HostClean {
         clean: appeared.is_empty() && disappeared.is_empty(),
         mounts_before: before.len(),

@@ -89,13 +89,11 @@ pub struct ArtifactSink {
 
 impl ArtifactSink {
     fn new(run_dir: &Path, rules: usize) -> ArtifactSink {
-        let list_path = run_dir.join(".artifacts.jsonl");
-        let list = std::fs::File::create(&list_path)
-            .ok()
-            .map(std::io::BufWriter::new);
         ArtifactSink {
-            list,
-            list_path,
+            // Made with the first record: most runs of a profile without artifact rules
+            // never need it.
+            list: None,
+            list_path: run_dir.join(".artifacts.jsonl"),
             count: 0,
             bytes: 0,
             matched: vec![0; rules],
@@ -122,6 +120,11 @@ impl ArtifactSink {
                 self.count,
                 indicatif::HumanBytes(self.bytes)
             ));
+        }
+        if self.list.is_none() && self.count == 1 {
+            self.list = std::fs::File::create(&self.list_path)
+                .ok()
+                .map(std::io::BufWriter::new);
         }
         let ok = self.list.as_mut().is_some_and(|f| {
             serde_json::to_writer(&mut *f, rec).is_ok() && f.write_all(b"\n").is_ok()
@@ -534,8 +537,7 @@ pub fn run(
     }
     sink.close();
     let ended_at = SystemTime::now();
-    let mounts_after = record::host_mounts();
-    let host_clean = record::compare_mounts(&watch.mounts_before, &mounts_after);
+    let host_clean = watch.mounts.finish();
 
     let (mut outcome, mut code) = watch.outcome();
     let mut message = watch.message.clone();
@@ -768,7 +770,7 @@ fn finish(
 
 /// What the watch over a running sandbox saw.
 pub struct Watch {
-    pub mounts_before: Vec<String>,
+    pub mounts: record::MountWatch,
     pub pid_ns: u64,
     pub mnt_ns: u64,
     pub setup_failed: Option<String>,
@@ -857,7 +859,7 @@ pub fn watch(
     journal: &mut MountJournal,
 ) -> Watch {
     let mut w = Watch {
-        mounts_before: record::host_mounts(),
+        mounts: record::MountWatch::start(),
         pid_ns: 0,
         mnt_ns: 0,
         setup_failed: None,

@@ -410,6 +410,20 @@ pub fn drop_from_bounding_set(caps: &[i32]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// True when the mount table behind `mountinfo`, an open /proc/PID/mountinfo, has changed
+/// since it was opened: the file then polls POLLPRI (proc(5)). A poll that fails says
+/// "changed", so the caller compares the tables.
+pub fn mount_table_changed(mountinfo: BorrowedFd<'_>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(mountinfo, PollFlags::POLLPRI)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_none_or(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+        Err(_) => true,
+    }
+}
+
 /// Sets or clears close-on-exec on `fd` (fcntl(2), F_SETFD).
 pub fn set_cloexec(fd: RawFd, on: bool) -> std::io::Result<()> {
     let flags = if on { libc::FD_CLOEXEC } else { 0 };

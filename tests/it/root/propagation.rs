@@ -238,4 +238,14 @@ fn a_mount_the_host_adds_below_a_readonly_share_during_the_run_is_not_writable_i
         !done.holder.view(&late.join("x")).exists(),
         "the build wrote into the host's mount"
     );
+    // bldr's own after-the-fact check sees the host's change too: the report's
+    // host_clean must not take an unchanged poll of mountinfo for granted.
+    let hc = &done.report()["host_clean"];
+    assert_eq!(hc["clean"], false, "{hc}");
+    assert!(
+        hc["appeared"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("host-late")))),
+        "{hc}"
+    );
 }
