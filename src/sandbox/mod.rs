@@ -1,5 +1,5 @@
 //! The sandbox: the only code in bldr that makes syscalls beyond plain file I/O, and the
-//! only code allowed `unsafe`. It executes a [`Plan`] and decides nothing on its own.
+//! only code allowed `unsafe`. It executes a [`Plan`](crate::plan::Plan) and decides nothing on its own.
 //!
 //! Process model (see docs/design.md):
 //!
@@ -25,7 +25,7 @@ pub mod proto;
 pub mod sys;
 pub mod tty;
 
-use crate::plan::{Namespace, Plan};
+use crate::plan::Namespace;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -43,6 +43,13 @@ pub fn default_sigpipe() {
     // SAFETY: setting a disposition, no handler code.
     let _ =
         unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+}
+
+/// The two things of the plan the monitor acts on; init reads the whole of it.
+#[derive(serde::Deserialize)]
+struct MonitorView {
+    namespaces: Vec<Namespace>,
+    artifacts_dir: Option<std::path::PathBuf>,
 }
 
 /// The namespaces every plan has; the monitor creates them before its plan arrives.
@@ -133,7 +140,7 @@ pub fn monitor_main(parent: i32) -> i32 {
         let _ = kill(child, Signal::SIGKILL);
         crate::exit::SETUP
     };
-    let plan: Plan = match serde_json::from_slice(&line) {
+    let plan: MonitorView = match serde_json::from_slice(&line) {
         Ok(p) => p,
         Err(e) => {
             return fail(
