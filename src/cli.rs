@@ -443,7 +443,7 @@ pub fn render_plan(plan: &Plan) -> String {
                 path.display()
             );
         }
-        Root::Overlay { lower, scratch } => {
+        Root::Overlay { lower, scratch, .. } => {
             let _ = writeln!(
                 s,
                 "root        overlay: {} read-only below, writes to {} (thrown away)",

@@ -31,8 +31,15 @@ pub enum Root {
     /// The chroot itself, bound onto itself; writes land in it.
     Bind { path: PathBuf },
     /// The chroot as the read-only lower layer of an overlay whose upper and work
-    /// directories live in `scratch`.
-    Overlay { lower: PathBuf, scratch: PathBuf },
+    /// directories live in `scratch`. `volatile`: the layer is thrown away after the run,
+    /// so overlayfs need not sync it to disk (its `volatile` option, Linux 5.10): the
+    /// sync on unmount cost more than the rest of an ephemeral run's overhead.
+    Overlay {
+        lower: PathBuf,
+        scratch: PathBuf,
+        #[serde(default)]
+        volatile: bool,
+    },
 }
 
 /// A device node created in the fresh /dev.
@@ -409,6 +416,7 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
         Root::Overlay {
             lower: profile.chroot.clone(),
             scratch: inputs.scratch.clone(),
+            volatile: false,
         }
     } else {
         Root::Bind {

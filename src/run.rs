@@ -442,11 +442,13 @@ pub fn run(
         }
     };
     let scratch = if profile.ephemeral {
-        match scratch::create(&state, &run_id) {
+        match scratch::create(&state, &run_id, opts.keep != Keep::Never) {
             Ok(dir) => {
                 plan.root = plan::Root::Overlay {
                     lower: profile.chroot.clone(),
                     scratch: dir.clone(),
+                    // A layer that may be kept is synced like any other file system.
+                    volatile: opts.keep == Keep::Never,
                 };
                 Some(dir)
             }
@@ -616,9 +618,8 @@ pub fn run(
         Keep::Never => false,
     };
     let mut kept_scratch = None;
+    let mut discard = None;
     if let Some(dir) = &scratch {
-        // The overlay goes with the build's mount namespace, which goes with the monitor.
-        watch.reap();
         if keep {
             log.note(&format!(
                 "overlay layer kept in {} (bldr shell --run {run_id})",
@@ -630,18 +631,7 @@ pub fn run(
             ));
             kept_scratch = Some(dir.clone());
         } else {
-            match scratch::remove_same_fs(dir) {
-                Ok(left) if left.is_empty() => {}
-                Ok(left) => rep.warn(&format!(
-                    "left {} entries on other filesystems in {}",
-                    left.len(),
-                    dir.display()
-                )),
-                Err(e) => rep.warn(&format!(
-                    "cannot remove the overlay layer {}: {e}",
-                    dir.display()
-                )),
-            }
+            discard = Some(dir);
         }
     }
     let report = Report {
@@ -681,8 +671,23 @@ pub fn run(
         scratch: kept_scratch,
     };
     finish(rep, &state, &run_dir, publish, &report, opts.json);
-    // Before the lock goes: the build's namespaces are gone once the monitor is.
+    // Before the lock goes: the build's namespaces, and with them the overlay, are gone
+    // once the monitor is. Only then is the layer removed; the record is written by then.
     watch.reap();
+    if let Some(dir) = discard {
+        match scratch::remove_same_fs(dir) {
+            Ok(left) if left.is_empty() => {}
+            Ok(left) => rep.warn(&format!(
+                "left {} entries on other filesystems in {}",
+                left.len(),
+                dir.display()
+            )),
+            Err(e) => rep.warn(&format!(
+                "cannot remove the overlay layer {}: {e}",
+                dir.display()
+            )),
+        }
+    }
     code
 }
 

@@ -1,4 +1,4 @@
-//! Scratch space for ephemeral runs: `<state>/scratch/<run-id>/{upper,work,merged}`, the
+//! Scratch space for ephemeral runs: `<state>/scratch/<run-id>/{upper,work}`, the
 //! overlay's writable layer on disk (an `emerge @world` writes gigabytes; RAM would not
 //! do). The folder carries a `CACHEDIR.TAG` so tar, borg and restic skip it. Removal
 //! never crosses into another filesystem, so it can never delete through a mount.
@@ -22,20 +22,32 @@ pub fn tag(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates the scratch folder of one run, with the overlay's three directories.
-pub fn create(state: &Path, run_id: &str) -> io::Result<PathBuf> {
+/// Creates the scratch folder of one run, with the overlay's two directories. The
+/// `scratch` folder above it is tagged, which covers every layer in it. A layer that may
+/// be kept (`keep`) carries a tag of its own too, in case it is moved or backed up on its
+/// own; it is made under a temporary name and renamed, so it is never seen untagged. A
+/// throwaway layer skips that: on a file system mounted with `discard`, every file made
+/// and removed per run shows in an ephemeral run's start-up.
+pub fn create(state: &Path, run_id: &str, keep: bool) -> io::Result<PathBuf> {
     let root = state.join("scratch");
     fs::create_dir_all(&root)?;
     tag(&root)?;
-    // Made under a temporary name and renamed, so the folder is never seen untagged.
     let dir = root.join(run_id);
-    let tmp = root.join(format!(".{run_id}.new"));
+    let tmp = if keep {
+        root.join(format!(".{run_id}.new"))
+    } else {
+        dir.clone()
+    };
     fs::create_dir(&tmp)?;
-    tag(&tmp)?;
-    for sub in ["upper", "work", "merged"] {
+    if keep {
+        tag(&tmp)?;
+    }
+    for sub in ["upper", "work"] {
         fs::create_dir(tmp.join(sub))?;
     }
-    fs::rename(&tmp, &dir)?;
+    if keep {
+        fs::rename(&tmp, &dir)?;
+    }
     Ok(dir)
 }
 
@@ -84,12 +96,14 @@ mod tests {
     #[test]
     fn scratch_is_tagged_and_removed() {
         let state = tempfile::tempdir().unwrap();
-        let dir = create(state.path(), "r1").unwrap();
-        assert!(
-            fs::read_to_string(state.path().join("scratch/CACHEDIR.TAG"))
-                .unwrap()
-                .starts_with("Signature: 8a477f597d28d172789f06886806bc55")
-        );
+        let dir = create(state.path(), "r1", false).unwrap();
+        let tagged = |d: &Path| {
+            fs::read_to_string(d.join("CACHEDIR.TAG"))
+                .is_ok_and(|t| t.starts_with("Signature: 8a477f597d28d172789f06886806bc55"))
+        };
+        assert!(tagged(&state.path().join("scratch")));
+        assert!(!tagged(&dir), "a throwaway layer has no tag of its own");
+        assert!(tagged(&create(state.path(), "r2", true).unwrap()));
         fs::create_dir_all(dir.join("upper/etc/deep")).unwrap();
         fs::write(dir.join("upper/etc/deep/f"), "x").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.join("upper/link")).unwrap();

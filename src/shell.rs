@@ -122,13 +122,15 @@ pub fn shell(
         plan.root = plan::Root::Overlay {
             lower: p.chroot.clone(),
             scratch: dir,
+            volatile: false,
         };
     } else if p.ephemeral {
-        match crate::scratch::create(&state, &format!("shell-{id}")) {
+        match crate::scratch::create(&state, &format!("shell-{id}"), false) {
             Ok(dir) => {
                 plan.root = plan::Root::Overlay {
                     lower: p.chroot.clone(),
                     scratch: dir.clone(),
+                    volatile: true,
                 };
                 throwaway = Some(dir);
             }

@@ -272,13 +272,16 @@ impl MountSys for LiveMounts {
                 }
                 path.clone()
             }
-            Root::Overlay { lower, scratch } => {
-                let (upper, work, merged) = (
-                    scratch.join("upper"),
-                    scratch.join("work"),
-                    scratch.join("merged"),
-                );
-                for p in [lower, &upper, &work, &merged] {
+            Root::Overlay {
+                lower,
+                scratch,
+                volatile,
+            } => {
+                // The overlay goes over the chroot itself, in this namespace only:
+                // overlayfs takes hold of its lower layer before covering it, and no
+                // extra mount point has to be made and removed per run.
+                let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+                for p in [lower, &upper, &work] {
                     if !overlay_safe(p) {
                         return Err(SysError {
                             op: "mount the overlay with",
@@ -290,8 +293,12 @@ impl MountSys for LiveMounts {
                         });
                     }
                 }
-                sys::mount_overlay(lower, &upper, &work, &merged)?;
-                merged
+                // A kernel without `volatile` (before 5.10) refuses it; the layer is then
+                // synced on unmount as any other.
+                if !(*volatile && sys::mount_overlay(lower, &upper, &work, lower, true).is_ok()) {
+                    sys::mount_overlay(lower, &upper, &work, lower, false)?;
+                }
+                lower.clone()
             }
         };
         self.root = Some(sys::open_path(&path)?);

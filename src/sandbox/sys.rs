@@ -71,14 +71,21 @@ pub fn bind_onto_itself(path: &Path) -> SysResult<()> {
     .map_err(err("bind the chroot onto itself", path.display()))
 }
 
-/// Mounts an overlay at `merged`. The paths must not contain `,` `:` or `\`, which the
+/// Mounts an overlay at `merged` (which may be `lower` itself). The paths must not contain `,` `:` or `\`, which the
 /// overlay option syntax gives meaning to; the caller checks.
-pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> SysResult<()> {
+pub fn mount_overlay(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+    volatile: bool,
+) -> SysResult<()> {
     let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={}{}",
         lower.display(),
         upper.display(),
-        work.display()
+        work.display(),
+        if volatile { ",volatile" } else { "" }
     );
     nix::mount::mount(
         Some("overlay"),
