@@ -132,6 +132,20 @@ struct Init<'a> {
 pub fn main(mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
     // If our parent (the monitor) dies, so do we; an end of stream means it has.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // What needs no plan is done while bldr still prepares the run; it is reported once
+    // the plan has come (only then does bldr read frames, and only then does the monitor
+    // leave the frame socket to init).
+    let namespaces = Event::Namespaces {
+        pid_ns: sys::namespace_inode("pid"),
+        mnt_ns: sys::namespace_inode("mnt"),
+    };
+    // The build keeps root's powers that builds use (mounts and namespaces for portage's
+    // sandboxes, chown, mknod) but not those that reach past it: ptrace (PID 1's
+    // descriptors), kernel modules, raw I/O, the clock, MAC policy. Dropped from init's
+    // bounding set, which every command inherits, root's exec cannot regain them
+    // (capabilities(7), "Transformation of capabilities during execve"). Init itself
+    // never execs, so its own effective set is untouched.
+    let dropped = sys::drop_from_bounding_set(DROPPED_CAPABILITIES);
     let Ok(Some((line, mut fds))) = sys::recv_line_with_fds(handoff.as_fd()) else {
         return exit::SETUP;
     };
@@ -167,6 +181,16 @@ pub fn main(mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
             return exit::SETUP;
         }
     }
+    if let Err(e) = dropped {
+        wire.send(Event::SetupFailed {
+            message: format!(
+                "cannot drop capabilities from the bounding set: {}",
+                e.desc()
+            ),
+        });
+        return exit::SETUP;
+    }
+    wire.send(namespaces);
     run(&plan, wire, handoff)
 }
 
@@ -182,10 +206,6 @@ fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> 
     // Not dumpable: the build's processes, root as they are, need CAP_SYS_PTRACE to look
     // into PID 1's descriptors and memory (proc(5), /proc/pid/fd access mode).
     let _ = nix::sys::prctl::set_dumpable(false);
-    wire.send(Event::Namespaces {
-        pid_ns: sys::namespace_inode("pid"),
-        mnt_ns: sys::namespace_inode("mnt"),
-    });
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let created = match mounts::apply(plan, &mut LiveMounts::default()) {
         Ok(c) => c,
@@ -262,22 +282,6 @@ fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> 
             .map(|ms| Instant::now() + Duration::from_millis(ms)),
         buf: vec![0; 1 << 16],
     };
-    // The build keeps root's powers that builds use (mounts and namespaces for portage's
-    // sandboxes, chown, mknod) but not those that reach past it: ptrace (PID 1's
-    // descriptors), kernel modules, raw I/O, the clock, MAC policy. Dropped from init's
-    // bounding set, which every command inherits, root's exec cannot regain them
-    // (capabilities(7), "Transformation of capabilities during execve"). Init itself
-    // never execs, so its own effective set is untouched.
-    if let Err(e) = sys::drop_from_bounding_set(DROPPED_CAPABILITIES) {
-        init.wire.send(Event::SetupFailed {
-            message: format!(
-                "cannot drop capabilities from the bounding set: {}",
-                e.desc()
-            ),
-        });
-        mounts::remove_created(&created);
-        return exit::SETUP;
-    }
     init.wire.send(Event::Ready);
     let code = init.run_commands();
     let killed = init.kill_everything();
@@ -405,6 +409,14 @@ impl Init<'_> {
             self.devnull.as_raw_fd(),
             self.out_w.as_ref().map_or(-1, |w| w.as_raw_fd()),
         );
+        // The common case (no pty, no network namespace of its own) by posix_spawn; any
+        // failure there falls through to fork, which repeats the step and reports it.
+        #[cfg(target_env = "gnu")]
+        if slave.is_none() && !private_net {
+            if let Ok(pid) = sys::spawn_command(&argv, &envp, devnull, out, &workdir) {
+                return Ok(pid);
+            }
+        }
         // SAFETY: this process is single-threaded (the sandbox never starts threads), so
         // the child may run arbitrary code; it only makes syscalls and then execs.
         match unsafe { nix::unistd::fork() } {

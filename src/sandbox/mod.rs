@@ -73,8 +73,10 @@ pub fn monitor_main(parent: i32) -> i32 {
     if nix::unistd::getppid().as_raw() != parent {
         return crate::exit::SETUP;
     }
-    // Nothing of bldr's caller beyond stdin, stdout and stderr may reach the build.
+    // Nothing of bldr's caller beyond stdin, stdout and stderr may reach the build, nor
+    // any signal action it or posix_spawn left.
     sys::close_from(3);
+    sys::reset_signal_actions();
     // A new session: the terminal's Ctrl-C reaches bldr only, which forwards it.
     let _ = nix::unistd::setsid();
     // SAFETY: setting a disposition, no handler code.

@@ -401,6 +401,134 @@ pub fn namespace_inode(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Starts `argv` with `envp` by posix_spawn(3): stdin from `stdin`, stdout and stderr to
+/// `out`, no other descriptor, a new session, an empty signal mask and every signal at
+/// its default action, in `workdir`. glibc's posix_spawn is a vfork:
+/// no copy of init's page tables, no copy-on-write faults after it (a fork cost about
+/// 0.15 ms per command, perf trace). Any failure (the working directory, the exec) is an
+/// `Err`; the caller then takes the fork path, which reports it the usual way.
+#[cfg(target_env = "gnu")]
+pub fn spawn_command(
+    argv: &[CString],
+    envp: &[CString],
+    stdin: RawFd,
+    out: RawFd,
+    workdir: &std::ffi::CStr,
+) -> Result<nix::unistd::Pid, Errno> {
+    use std::ptr::null_mut;
+    let ptrs = |v: &[CString]| -> Vec<*mut libc::c_char> {
+        v.iter()
+            .map(|c| c.as_ptr().cast_mut())
+            .chain(std::iter::once(null_mut()))
+            .collect()
+    };
+    let (argv_p, envp_p) = (ptrs(argv), ptrs(envp));
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw(r))
+        }
+    };
+    // SAFETY: the file actions and attributes are initialised before use and destroyed
+    // after; every pointer handed over (argv, envp, workdir) outlives the call, and the
+    // arrays end in NULL as posix_spawn(3) requires.
+    unsafe {
+        let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut at: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut fa))?;
+        if let Err(e) = check(libc::posix_spawnattr_init(&mut at)) {
+            libc::posix_spawn_file_actions_destroy(&mut fa);
+            return Err(e);
+        }
+        let result = (|| {
+            check(libc::posix_spawn_file_actions_adddup2(&mut fa, stdin, 0))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut fa, out, 1))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut fa, out, 2))?;
+            check(libc::posix_spawn_file_actions_addclosefrom_np(&mut fa, 3))?;
+            check(libc::posix_spawn_file_actions_addchdir_np(
+                &mut fa,
+                workdir.as_ptr(),
+            ))?;
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            check(libc::posix_spawnattr_setsigmask(&mut at, &empty))?;
+            // Every signal back to its default action in the command, glibc's internal
+            // 32 and 33 included: its posix_spawn would leave those ignored, and its
+            // sigfillset/sigaddset skip them, so their bits are set by hand (the set is
+            // an array of words, signal n at bit n-1).
+            let mut defaults: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut defaults);
+            *(&mut defaults as *mut libc::sigset_t).cast::<u64>() = u64::MAX;
+            check(libc::posix_spawnattr_setsigdefault(&mut at, &defaults))?;
+            // The constants' integer types differ in libc; the values fit a c_short.
+            let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF)
+                as libc::c_short
+                | libc::POSIX_SPAWN_SETSID as libc::c_short;
+            check(libc::posix_spawnattr_setflags(
+                &mut at,
+                flags as libc::c_short,
+            ))?;
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(
+                &mut pid,
+                argv[0].as_ptr(),
+                &fa,
+                &at,
+                argv_p.as_ptr(),
+                envp_p.as_ptr(),
+            ))?;
+            Ok(nix::unistd::Pid::from_raw(pid))
+        })();
+        libc::posix_spawnattr_destroy(&mut at);
+        libc::posix_spawn_file_actions_destroy(&mut fa);
+        result
+    }
+}
+
+/// Sets every signal's action back to the default, except SIGSEGV and SIGBUS (Rust's
+/// stack-overflow report) and the two that cannot change. The monitor calls it first:
+/// it may start with actions it must not pass on, SIG_IGN for SIGINT and SIGQUIT from a
+/// caller that ignores them (a script's background job; bldr starts the monitor before
+/// its own handlers exist), and SIG_IGN for signals 32 and 33, which glibc's
+/// posix_spawn(3) gives its child for its internal signals; an ignored signal survives
+/// exec and would reach every process of the build, and a blocked-and-ignored one never
+/// reaches the monitor's signalfd. The raw rt_sigaction(2) syscall is used because glibc's
+/// sigaction refuses its internal signals.
+pub fn reset_signal_actions() {
+    // The kernel's struct sigaction (x86_64 and the generic layout: handler, flags,
+    // restorer, mask); all zero is SIG_DFL with no flags.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS].contains(&sig) {
+            continue;
+        }
+        // SAFETY: installs SIG_DFL, which runs no code of ours; the old action is not
+        // asked for (NULL), and 8 is the kernel's sigset size.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
 /// Drops `caps` from this process's capability bounding set (prctl(2),
 /// PR_CAPBSET_DROP). A capability the kernel does not know (EINVAL) is skipped: there is
 /// nothing to drop.

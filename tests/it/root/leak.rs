@@ -204,3 +204,63 @@ fn network_none_on_one_command_leaves_it_only_loopback_and_it_is_up() {
         done.context()
     );
 }
+
+/// The `SigIgn:` mask of a process, from /proc/PID/status.
+fn ignored_signals(pid: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("SigIgn:"))?;
+    u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+}
+
+/// Regression: bldr starts its monitor before it installs its own signal handlers, and
+/// by posix_spawn. A caller that ignores SIGINT and SIGQUIT (a script's background job)
+/// passed those on to the monitor, which then never saw a forwarded Ctrl-C (an ignored
+/// signal is discarded, blocked or not), and glibc's posix_spawn left signals 32 and 33
+/// ignored down to every command.
+#[test]
+fn no_signal_is_ignored_or_blocked_in_the_sandbox_whatever_the_caller_ignores() {
+    require_root!();
+    let fx = Fixture::new();
+    let outer = Outer {
+        before_exec: "trap '' INT QUIT".into(),
+        ..Outer::default()
+    };
+    let profile = fx
+        .profile("signals")
+        .command(&format!(
+            "grep -E '^Sig(Blk|Ign)' /proc/self/status | sed 's/^/STATUS /'
+             {READY_THEN_WAIT_FOR_GO}"
+        ))
+        .write();
+    let mut run = fx.spawn(&profile, &outer);
+    run.wait_ready();
+    // The test can fail: bldr itself was started with SIGINT and SIGQUIT ignored (and
+    // keeps its handlers for them, so they show only until it installs those).
+    let needle = format!("__sandbox\0--parent\0{}\0", run.pid);
+    let sandbox: Vec<String> = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|p| {
+            fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect();
+    assert_eq!(sandbox.len(), 2, "monitor and init: {sandbox:?}");
+    for pid in &sandbox {
+        // SIGPIPE (bit 12) is the sandbox's own choice, nothing else.
+        assert_eq!(
+            ignored_signals(pid),
+            Some(1 << (libc::SIGPIPE - 1)),
+            "sandbox process {pid} ignores more than SIGPIPE"
+        );
+    }
+    run.go();
+    let done = run.finish();
+    done.assert_outcome(0, "success");
+    assert_eq!(
+        done.marked("STATUS "),
+        ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"],
+        "{}",
+        done.context()
+    );
+}
