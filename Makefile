@@ -34,7 +34,7 @@ test: deps ## run every test: unit, CLI and (as root) namespace tests
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets $(TARGET) -- -D warnings
 
 demo: deps build ## make a busybox root and run the demo build, then show the host saw no mount
 	@scripts/demo.sh
