@@ -1,18 +1,22 @@
 //! The sandbox: the only code in bldr that makes syscalls beyond plain file I/O, and the
-//! only code allowed `unsafe`. It executes a [`Plan`](crate::plan::Plan) and decides nothing on its own.
+//! only code allowed `unsafe`. It executes a [`Plan`](crate::plan::Plan) and decides
+//! nothing on its own.
 //!
 //! Process model (see docs/design.md):
 //!
 //! ```text
 //! bldr (main, threads for output and signals)
-//!  └─ bldr __sandbox      "monitor": fresh exec, new session, unshare(mnt,pid,uts,ipc[,net])
-//!      └─ init (PID 1)    mounts, pivot_root, runs each command, reaps, kills the rest
+//!  └─ bldr __sandbox      "monitor": fresh exec, started before bldr has its plan; new
+//!      │                  session, unshare(mnt,pid,uts,ipc), fork, then waits for the plan
+//!      └─ init (PID 1)    [unshare(net)], mounts, pivot_root, runs each command, reaps,
+//!          │              kills the rest
 //!          └─ /bin/sh -c  one command at a time, in its own session
 //! ```
 //!
-//! The plan arrives on the monitor's stdin, which stays open as a lifeline: when bldr's
-//! main process dies, even by SIGKILL, the monitor dies by its parent-death signal, init
-//! dies by its own, and the kernel tears down the PID namespace and with it every mount.
+//! The plan arrives on the monitor's stdin, with the chroot's lock, and goes on to init.
+//! stdin stays open as a lifeline: when bldr's main process dies, even by SIGKILL, the
+//! monitor dies by its parent-death signal, init dies by its own, and the kernel tears
+//! down the PID namespace and with it every mount.
 
 #![allow(unsafe_code)]
 
