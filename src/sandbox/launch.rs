@@ -21,33 +21,8 @@ struct FrameSocket {
 
 impl io::Read for FrameSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-        let mut iov = [io::IoSliceMut::new(buf)];
-        loop {
-            match recvmsg::<()>(
-                self.sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(msg) => {
-                    for c in msg.cmsgs().into_iter().flatten() {
-                        if let ControlMessageOwned::ScmRights(fds) = c {
-                            // SAFETY: the kernel installed these descriptors for us.
-                            self.fds.extend(
-                                fds.into_iter()
-                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                            );
-                        }
-                    }
-                    return Ok(msg.bytes);
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(io::Error::from(e)),
-            }
-        }
+        use std::os::fd::AsFd;
+        sys::recv_with_fds(self.sock.as_fd(), buf, &mut self.fds).map_err(io::Error::from)
     }
 }
 

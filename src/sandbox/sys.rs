@@ -630,17 +630,7 @@ pub fn close_fd(fd: RawFd) {
 
 /// Sends `fd` over a unix socket with one byte of data (unix(7), SCM_RIGHTS).
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [fd.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"F")];
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map(drop)
+    send_with_fd(sock, b"F", Some(fd))
 }
 
 /// Sends all of `bytes` on a stream socket, with `fd` (if any) riding on the first
@@ -670,40 +660,56 @@ pub fn send_with_fd(
     Ok(())
 }
 
-/// A line received with [`recv_line_with_fds`] and the descriptors that came with it.
-pub type LineWithFds = (Vec<u8>, Vec<OwnedFd>);
-
-/// Reads one line (up to and without its `\n`) from a stream socket, with the
-/// descriptors that came along. Reads nothing past the line: the caller's peer sends
-/// nothing more. `None` at end of stream before a whole line.
-pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<LineWithFds>, Errno> {
+/// One recvmsg(2) into `buf`, keeping the descriptors that came along (SCM_RIGHTS,
+/// close-on-exec) in `fds`; an interrupted call is retried. Returns the bytes read, 0 at
+/// end of stream.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> Result<usize, Errno> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut line = Vec::new();
-    let mut fds = Vec::new();
-    let mut buf = vec![0u8; 1 << 14];
     loop {
-        let mut space = nix::cmsg_space!([RawFd; 2]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = match recvmsg::<()>(
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        match recvmsg::<()>(
             sock.as_raw_fd(),
             &mut iov,
             Some(&mut space),
             MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
-            Ok(m) => m,
+            Ok(msg) => {
+                // Control data the kernel could not fit (more than four descriptors) is
+                // dropped with them; the bytes still count.
+                for c in msg.cmsgs().into_iter().flatten() {
+                    if let ControlMessageOwned::ScmRights(got) = c {
+                        // SAFETY: the kernel installed these descriptors for us just now.
+                        fds.extend(
+                            got.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+                return Ok(msg.bytes);
+            }
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e),
-        };
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(got) = c {
-                // SAFETY: the kernel installed these descriptors for us just now.
-                fds.extend(
-                    got.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
         }
-        let n = msg.bytes;
+    }
+}
+
+/// A line received with [`recv_line_with_fds`] and the descriptors that came with it.
+pub type LineWithFds = (Vec<u8>, Vec<OwnedFd>);
+
+/// Reads one line (up to and without its `\n`) from a stream socket, with the
+/// descriptors that came along. The caller's peer sends nothing after the line, so
+/// nothing past it is read. `None` at end of stream before a whole line.
+pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<LineWithFds>, Errno> {
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = vec![0u8; 1 << 14];
+    loop {
+        let n = recv_with_fds(sock, &mut buf, &mut fds)?;
         if n == 0 {
             return Ok(None);
         }
@@ -717,23 +723,7 @@ pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<LineWithFds>, E
 
 /// Receives one descriptor sent with [`send_fd`].
 pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(fd) = fds.first() {
-                // SAFETY: the kernel installed this descriptor for us just now.
-                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
-            }
-        }
-    }
-    Err(Errno::EBADMSG)
+    let mut fds = Vec::new();
+    recv_with_fds(sock, &mut [0u8; 1], &mut fds)?;
+    fds.pop().ok_or(Errno::EBADMSG)
 }
