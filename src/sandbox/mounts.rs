@@ -18,6 +18,14 @@ pub enum Created {
     File(ChrootPath, Ident),
 }
 
+impl Created {
+    pub fn path(&self) -> &ChrootPath {
+        match self {
+            Created::Dir(p, _) | Created::File(p, _) => p,
+        }
+    }
+}
+
 /// The device and inode of an entry bldr made, so that removing it later can check that
 /// the path still names that very entry and not whatever a mount or the build put there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -109,18 +117,13 @@ fn mount_all(plan: &Plan, sys: &mut dyn MountSys, created: &mut Vec<Created>) ->
             MountKind::Bind { source } => sys.source_is_dir(source),
             _ => true,
         };
-        let from = created.len();
-        let made = sys.make_mount_point(&op.target, dir, created);
-        let mut kept = from;
-        for i in from..created.len() {
-            let (Created::Dir(p, _) | Created::File(p, _)) = &created[i];
-            if !fresh.iter().any(|f| p.is_within(f)) {
-                created.swap(kept, i);
-                kept += 1;
-            }
-        }
-        created.truncate(kept);
-        made?;
+        let mut made = Vec::new();
+        let result = sys.make_mount_point(&op.target, dir, &mut made);
+        created.extend(
+            made.into_iter()
+                .filter(|c| !fresh.iter().any(|f| c.path().is_within(f))),
+        );
+        result?;
         sys.mount(op)?;
         if !matches!(op.kind, MountKind::Bind { .. }) {
             fresh.push(&op.target);
@@ -689,10 +692,7 @@ mod tests {
             "chroot: /r\ncommands: [true]\ntmpfs: [/var/tmp/portage]\nshared: [{source: /s, target: /var/tmp/portage/distfiles}, {source: /t, target: /opt/t}]\n",
             vec!["/proc", "/sys", "/dev"],
         );
-        let paths: Vec<&str> = created
-            .iter()
-            .map(|(Created::Dir(p, _) | Created::File(p, _))| p.as_str())
-            .collect();
+        let paths: Vec<&str> = created.iter().map(|c| c.path().as_str()).collect();
         assert_eq!(paths, ["/opt/t", "/var/tmp/portage"]);
     }
 
