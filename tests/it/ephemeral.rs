@@ -492,20 +492,6 @@ fn a_no_wait_run_on_a_locked_chroot_exits_75_naming_the_holder() {
     assert_eq!(bg.wait(HANG).code(), Some(0), "{}", bg.stderr());
 }
 
-/// The pids of the sandbox processes (monitor and init) of the bldr with pid `bldr`:
-/// their command line is `bldr __sandbox --parent PID`.
-fn sandbox_of(bldr: u32) -> Vec<u32> {
-    let needle = format!("__sandbox\0--parent\0{bldr}\0");
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect()
-}
-
 /// bldr starts its monitor (which makes the namespaces and forks init) before it has
 /// the lock. Regression guard for that early start: a bldr killed while it waits for
 /// the lock, or one that gives up on it, leaves no sandbox process behind.

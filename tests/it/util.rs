@@ -150,3 +150,17 @@ pub fn show(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// The pids of the sandbox processes (monitor and init) of the bldr with pid `bldr`:
+/// their command line is `bldr __sandbox --parent PID`.
+pub fn sandbox_of(bldr: u32) -> Vec<u32> {
+    let needle = format!("__sandbox\0--parent\0{bldr}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .collect()
+}

@@ -206,7 +206,7 @@ fn network_none_on_one_command_leaves_it_only_loopback_and_it_is_up() {
 }
 
 /// The `SigIgn:` mask of a process, from /proc/PID/status.
-fn ignored_signals(pid: &str) -> Option<u64> {
+fn ignored_signals(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("SigIgn:"))?;
     u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
@@ -236,20 +236,12 @@ fn no_signal_is_ignored_or_blocked_in_the_sandbox_whatever_the_caller_ignores() 
     run.wait_ready();
     // The test can fail: bldr itself was started with SIGINT and SIGQUIT ignored (and
     // keeps its handlers for them, so they show only until it installs those).
-    let needle = format!("__sandbox\0--parent\0{}\0", run.pid);
-    let sandbox: Vec<String> = fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|p| {
-            fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect();
+    let sandbox = crate::util::sandbox_of(run.pid as u32);
     assert_eq!(sandbox.len(), 2, "monitor and init: {sandbox:?}");
     for pid in &sandbox {
         // SIGPIPE (bit 12) is the sandbox's own choice, nothing else.
         assert_eq!(
-            ignored_signals(pid),
+            ignored_signals(*pid),
             Some(1 << (libc::SIGPIPE - 1)),
             "sandbox process {pid} ignores more than SIGPIPE"
         );
