@@ -50,25 +50,31 @@ pub struct RunDir {
     pub done: PathBuf,
 }
 
-/// Creates `<out>/<profile>/<run-id>.incomplete/` exclusively. Fails if either form of
-/// the id is taken: an earlier run is never reused.
-pub fn create_run_dir(out: &Path, profile: &str, id: &str) -> io::Result<RunDir> {
-    let parent = out.join(profile);
-    fs::create_dir_all(&parent)?;
-    let done = parent.join(id);
-    let work = parent.join(format!("{id}.incomplete"));
-    if done.exists() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists", done.display()),
-        ));
+impl RunDir {
+    /// The run directory's paths for run `id` of `profile` under `out`; nothing is made.
+    pub fn new(out: &Path, profile: &str, id: &str) -> RunDir {
+        let parent = out.join(profile);
+        RunDir {
+            id: id.to_string(),
+            work: parent.join(format!("{id}.incomplete")),
+            done: parent.join(id),
+        }
     }
-    fs::create_dir(&work)?;
-    Ok(RunDir {
-        id: id.to_string(),
-        work,
-        done,
-    })
+
+    /// Creates `<out>/<profile>/<run-id>.incomplete/` exclusively. Fails if either form
+    /// of the id is taken: an earlier run is never reused.
+    pub fn create(&self) -> io::Result<()> {
+        if let Some(parent) = self.work.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        if self.done.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", self.done.display()),
+            ));
+        }
+        fs::create_dir(&self.work)
+    }
 }
 
 impl RunDir {
@@ -500,16 +506,17 @@ mod tests {
     #[test]
     fn run_dirs_are_never_reused_and_publish_by_rename() {
         let t = tempfile::tempdir().unwrap();
-        let a = create_run_dir(t.path(), "p", "a").unwrap();
+        let a = RunDir::new(t.path(), "p", "a");
+        a.create().unwrap();
         assert!(
-            create_run_dir(t.path(), "p", "a").is_err(),
+            RunDir::new(t.path(), "p", "a").create().is_err(),
             "an id is never reused"
         );
         assert!(a.work.ends_with(format!("{}.incomplete", a.id)));
         a.publish().unwrap();
         assert!(a.done.is_dir() && !a.work.exists());
         assert!(
-            create_run_dir(t.path(), "p", "a").is_err(),
+            RunDir::new(t.path(), "p", "a").create().is_err(),
             "nor after publishing"
         );
     }

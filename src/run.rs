@@ -271,11 +271,15 @@ impl MountJournal {
         MountJournal { path, file: None }
     }
 
-    /// Removes what an earlier, killed run left; says so in the log.
-    pub fn replay(&self, rep: &Reporter, log: &mut BuildLog, chroot: &Path) {
-        let Some(path) = &self.path else { return };
+    /// Removes what an earlier, killed run left. Returns the lines for the log, which
+    /// does not exist yet: the sandbox must not create a mount point before this.
+    pub fn replay(&self, rep: &Reporter, chroot: &Path) -> Vec<String> {
+        let mut notes = Vec::new();
+        let Some(path) = &self.path else {
+            return notes;
+        };
         let Ok(text) = std::fs::read_to_string(path) else {
-            return;
+            return notes;
         };
         let made: Vec<_> = text
             .lines()
@@ -296,12 +300,13 @@ impl MountJournal {
         if removed > 0 {
             let m = format!("removed {removed} mount point(s) left in the chroot by an earlier run that was killed");
             rep.info(&m);
-            log.note(&m);
+            notes.push(m);
         }
         for l in left {
-            log.note(&format!("warning: mount point left by an earlier run: {l}"));
+            notes.push(format!("warning: mount point left by an earlier run: {l}"));
         }
         let _ = std::fs::remove_file(path);
+        notes
     }
 
     fn record(&mut self, e: &JournalEntry) {
@@ -430,17 +435,8 @@ pub fn run(
     let started_at = SystemTime::now();
     // From here on a stop signal is bldr's to handle: the run directory it is about to
     // create must end with a report, never be left half-made by a default action.
-    let stop = StopSignals::install();
-    let run_dir = match record::create_run_dir(&out, &profile.name, &run_id) {
-        Ok(x) => x,
-        Err(e) => {
-            rep.error(&format!(
-                "cannot create the run directory under {}: {e}",
-                out.join(&profile.name).display()
-            ));
-            return exit::SETUP;
-        }
-    };
+    let mut stop = StopSignals::install();
+    let run_dir = record::RunDir::new(&out, &profile.name, &run_id);
     let scratch = if profile.ephemeral {
         match scratch::create(&state, &run_id, opts.keep != Keep::Never) {
             Ok(dir) => {
@@ -463,6 +459,41 @@ pub fn run(
     } else {
         None
     };
+    if !plan.artifacts.is_empty() {
+        plan.artifacts_dir = Some(run_dir.work.join("artifacts"));
+    }
+    // Before the sandbox exists: the host's mount table as it was, and what a killed run
+    // left in the chroot cleaned up before init makes mount points of its own.
+    let mounts = record::MountWatch::start();
+    let mut journal = MountJournal::for_run(&state, profile);
+    let replayed = journal.replay(rep, &profile.chroot);
+    // Init gets its plan now and sets up the mounts while the run directory is made; it
+    // runs no command before the go, which comes once the log exists. A stop signal that
+    // came first starts nothing: the monitor, dropped, sees its stdin end and exits.
+    let sandbox = match stop.0.as_mut().and_then(|s| s.pending().next()) {
+        Some(sig) => Err(Unstarted::Stopped(sig)),
+        None => monitor
+            .and_then(|m| m.hand(&plan, Some(&chroot_lock.file)))
+            .map_err(Unstarted::Failed),
+    };
+    let abandon = |sandbox: Result<(launch::Launched, std::process::ChildStderr), Unstarted>| {
+        // Init sees the end of its stdin instead of the go, removes its mount points and
+        // exits; the overlay layer goes once it has.
+        if let Ok((launched, _)) = sandbox {
+            launched.abandon();
+        }
+        if let Some(dir) = &scratch {
+            let _ = scratch::remove_same_fs(dir);
+        }
+        exit::SETUP
+    };
+    if let Err(e) = run_dir.create() {
+        rep.error(&format!(
+            "cannot create the run directory under {}: {e}",
+            out.join(&profile.name).display()
+        ));
+        return abandon(sandbox);
+    }
     let run_id = run_dir.id.clone();
     let work = run_dir.work.clone();
     let mut log = match BuildLog::create(&work) {
@@ -472,16 +503,22 @@ pub fn run(
                 "cannot create {}: {e}",
                 work.join("build.log").display()
             ));
-            return exit::SETUP;
+            return abandon(sandbox);
         }
     };
-    if !plan.artifacts.is_empty() {
-        let dir = work.join("artifacts");
-        if let Err(e) = std::fs::create_dir(&dir) {
-            rep.error(&format!("cannot create {}: {e}", dir.display()));
-            return exit::SETUP;
+    let mut stage = None;
+    if let Some(dir) = &plan.artifacts_dir {
+        // Opened here, on the host, and kept by bldr until init has killed every process
+        // of the build (launch::Launched::go).
+        let opened = std::fs::create_dir(dir)
+            .and_then(|()| crate::sandbox::sys::open_dir(dir).map_err(std::io::Error::other));
+        match opened {
+            Ok(fd) => stage = Some(fd),
+            Err(e) => {
+                rep.error(&format!("cannot create {}: {e}", dir.display()));
+                return abandon(sandbox);
+            }
         }
-        plan.artifacts_dir = Some(dir);
     }
     log.note(&format!(
         "bldr {} run {run_id} of profile {} ({})",
@@ -498,6 +535,9 @@ pub fn run(
             ""
         }
     ));
+    for note in &replayed {
+        log.note(note);
+    }
     rep.info(&format!(
         "run {run_id} of {} in {}",
         profile.name,
@@ -522,16 +562,19 @@ pub fn run(
         })
         .collect();
     let mut sink = ArtifactSink::new(&work, plan.artifacts.len());
-    let mut journal = MountJournal::for_run(&state, profile);
-    journal.replay(rep, &mut log, &profile.chroot);
+    let mut sandbox = sandbox;
+    if let Ok((launched, _)) = &mut sandbox {
+        launched.go(stage);
+    }
     let mut watch = watch(
         rep,
-        |plan| monitor.and_then(|m| m.hand(plan, Some(&chroot_lock.file))),
+        sandbox,
         &plan,
         &mut log,
         &mut sink,
         stop,
         &mut journal,
+        mounts,
     );
     let setup_ok = watch.setup_failed.is_none() && watch.interrupted_by.is_none();
     if setup_ok {
@@ -854,17 +897,28 @@ impl Watch {
 /// Starts the sandbox with `start` (which hands the plan to a monitor started ahead of
 /// it) and follows it to the end: output to the terminal and the log, signals
 /// forwarded.
+/// Why there is no sandbox to watch.
+pub enum Unstarted {
+    /// A stop signal came before the plan was handed over.
+    Stopped(i32),
+    /// The monitor could not be started or given its plan.
+    Failed(std::io::Error),
+}
+
+/// Follows a sandbox that has had its plan and its go, to the end of its frames.
+#[allow(clippy::too_many_arguments)]
 pub fn watch(
     rep: &Reporter,
-    start: impl FnOnce(&Plan) -> std::io::Result<(launch::Launched, std::process::ChildStderr)>,
+    sandbox: Result<(launch::Launched, std::process::ChildStderr), Unstarted>,
     plan: &Plan,
     log: &mut BuildLog,
     sink: &mut ArtifactSink,
-    mut stop: StopSignals,
+    stop: StopSignals,
     journal: &mut MountJournal,
+    mounts: record::MountWatch,
 ) -> Watch {
     let mut w = Watch {
-        mounts: record::MountWatch::start(),
+        mounts,
         pid_ns: 0,
         mnt_ns: 0,
         setup_failed: None,
@@ -875,18 +929,17 @@ pub fn watch(
         monitor_code: exit::SETUP,
         pending: None,
     };
-    // A stop signal that came before the sandbox exists: record it, start nothing.
-    if let Some(sig) = stop.0.as_mut().and_then(|s| s.pending().next()) {
-        let m = format!("stopped by signal {sig} before the build started");
-        rep.warn(&m);
-        log.note(&m);
-        w.interrupted_by = Some(sig);
-        w.message = Some(m);
-        return w;
-    }
-    let (mut sandbox, stderr) = match start(plan) {
+    let (mut sandbox, stderr) = match sandbox {
         Ok(x) => x,
-        Err(e) => {
+        Err(Unstarted::Stopped(sig)) => {
+            let m = format!("stopped by signal {sig} before the build started");
+            rep.warn(&m);
+            log.note(&m);
+            w.interrupted_by = Some(sig);
+            w.message = Some(m);
+            return w;
+        }
+        Err(Unstarted::Failed(e)) => {
             let m = format!("cannot start the sandbox: {e}");
             rep.error(&m);
             log.note(&m);
@@ -994,7 +1047,7 @@ pub fn watch(
                     w.finished
                         .insert(number, (exit_code, signal, duration_ms, timed_out));
                 }
-                Event::Terminal => {}
+                Event::Terminal | Event::ArtifactsFolderWanted => {}
                 Event::ArtifactCopied {
                     rule,
                     path,

@@ -94,13 +94,6 @@ impl Wire {
     }
 }
 
-/// True when bldr's main process has gone away: its end of our stdin (the lifeline) is
-/// closed.
-fn lifeline_cut(fd: BorrowedFd<'_>) -> bool {
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-}
-
 struct Running {
     pid: Pid,
     started: Instant,
@@ -126,19 +119,33 @@ struct Init<'a> {
     buf: Vec<u8>,
 }
 
+/// The namespaces every plan has; the monitor creates them before its plan arrives.
+const ALWAYS: [Namespace; 4] = [
+    Namespace::Mount,
+    Namespace::Pid,
+    Namespace::Uts,
+    Namespace::Ipc,
+];
+
+/// The socket to bldr's main process, init's fd 0: plan, lock and go byte come on it,
+/// and the artifacts folder when init asks. bldr's end staying open is the lifeline.
+fn control() -> BorrowedFd<'static> {
+    // SAFETY: fd 0 is the socket bldr handed the monitor; init never closes it.
+    unsafe { BorrowedFd::borrow_raw(0) }
+}
+
 /// Entry point of PID 1, forked by the monitor before the plan exists: waits for the
-/// plan and the chroot's lock on `handoff`, then runs it. Returns the exit code for the
+/// plan and the chroot's lock on fd 0, then runs it. Returns the exit code for the
 /// sandbox process.
-pub fn main(mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
-    // If our parent (the monitor) dies, so do we; an end of stream means it has.
+pub fn main(mut wire: Wire) -> i32 {
+    // If our parent (the monitor) dies, so do we.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    // What needs no plan is done while bldr still prepares the run; it is reported once
-    // the plan has come (only then does bldr read frames, and only then does the monitor
-    // leave the frame socket to init).
-    let namespaces = Event::Namespaces {
+    // What needs no plan is done, and reported, while bldr still prepares the run; bldr
+    // reads the frames once it has handed over the plan.
+    wire.send(Event::Namespaces {
         pid_ns: sys::namespace_inode("pid"),
         mnt_ns: sys::namespace_inode("mnt"),
-    };
+    });
     // The build keeps root's powers that builds use (mounts and namespaces for portage's
     // sandboxes, chown, mknod) but not those that reach past it: ptrace (PID 1's
     // descriptors), kernel modules, raw I/O, the clock, MAC policy. Dropped from init's
@@ -146,9 +153,16 @@ pub fn main(mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
     // (capabilities(7), "Transformation of capabilities during execve"). Init itself
     // never execs, so its own effective set is untouched.
     let dropped = sys::drop_from_bounding_set(DROPPED_CAPABILITIES);
-    let Ok(Some((line, mut fds))) = sys::recv_line_with_fds(handoff.as_fd()) else {
+    // End of stream before a plan: bldr decided not to run (a stop signal, a lock it
+    // could not have), or is gone.
+    let Ok(Some(received)) = sys::recv_line_with_fds(control()) else {
         return exit::SETUP;
     };
+    let sys::LineWithFds {
+        line,
+        mut fds,
+        rest,
+    } = received;
     // The lock stays with init, as fd 3, never passed to a command (they get 0-2 only).
     if let Some(lock) = fds.pop() {
         use std::os::fd::IntoRawFd;
@@ -171,6 +185,12 @@ pub fn main(mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
             return exit::SETUP;
         }
     };
+    if let Some(ns) = ALWAYS.iter().find(|ns| !plan.namespaces.contains(ns)) {
+        wire.send(Event::SetupFailed {
+            message: format!("the plan leaves out the {ns:?} namespace, which every build has"),
+        });
+        return exit::SETUP;
+    }
     // The namespaces beyond the four the monitor made: only the network, which init
     // takes for itself and its commands.
     if plan.namespaces.contains(&Namespace::Net) {
@@ -190,19 +210,33 @@ pub fn main(mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
         });
         return exit::SETUP;
     }
-    wire.send(namespaces);
-    run(&plan, wire, handoff)
+    run(&plan, wire, rest)
 }
 
-/// Runs the plan as PID 1.
-fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> i32 {
-    // SAFETY: fd 0 stays open for the life of this process (it is never closed here).
-    let lifeline = unsafe { BorrowedFd::borrow_raw(0) };
-    // bldr's end of our stdin: the monitor has read the plan off it, so anything
-    // readable now (an end of stream) means bldr is gone.
-    if lifeline_cut(lifeline) {
-        return exit::SETUP;
+/// Waits for bldr's go: one byte, sent once the run directory and its log exist, so that
+/// no command runs without its record. `early` is what came after the plan in its read.
+/// False when bldr closed the socket instead (it could not make the run directory, or is
+/// gone), or sent anything else.
+fn wait_for_go(early: &[u8]) -> bool {
+    if let Some(&b) = early.first() {
+        return b == GO && early.len() == 1;
     }
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(control(), &mut byte) {
+            Ok(1) => return byte[0] == GO,
+            Err(Errno::EINTR) => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// The go byte (see [`wait_for_go`]).
+pub const GO: u8 = b'G';
+
+/// Runs the plan as PID 1.
+fn run(plan: &Plan, mut wire: Wire, early: Vec<u8>) -> i32 {
+    let lifeline = control();
     // Not dumpable: the build's processes, root as they are, need CAP_SYS_PTRACE to look
     // into PID 1's descriptors and memory (proc(5), /proc/pid/fd access mode).
     let _ = nix::sys::prctl::set_dumpable(false);
@@ -282,13 +316,18 @@ fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> 
             .map(|ms| Instant::now() + Duration::from_millis(ms)),
         buf: vec![0; 1 << 16],
     };
+    if !wait_for_go(&early) {
+        // No command has run; the mount points go, and nothing else happened.
+        mounts::remove_created(&created);
+        return exit::SETUP;
+    }
     init.wire.send(Event::Ready);
     let code = init.run_commands();
     let killed = init.kill_everything();
     // Collect only once nothing of the build can change the files any more, and not
     // when the user asked the build to stop.
     if plan.artifacts_dir.is_some() && init.interrupted.is_none() {
-        match fetch_stage(handoff) {
+        match fetch_stage(&mut init.wire) {
             Ok(stage) => {
                 if let Err(message) = super::collect::collect(plan, stage.as_fd(), &mut init.wire) {
                     init.wire.send(Event::ArtifactsFailed { message });
@@ -306,12 +345,11 @@ fn run(plan: &Plan, mut wire: Wire, handoff: std::os::unix::net::UnixStream) -> 
     code
 }
 
-/// Asks the monitor for the artifacts folder (see `monitor_main`).
-fn fetch_stage(mut handoff: std::os::unix::net::UnixStream) -> Result<OwnedFd, String> {
-    handoff
-        .write_all(b"S")
-        .map_err(|e| format!("cannot ask for the artifacts folder: {e}"))?;
-    sys::recv_fd(handoff.as_fd()).map_err(|e| format!("cannot receive the artifacts folder: {e}"))
+/// Asks bldr's main process for the artifacts folder, which it kept outside the build
+/// until now (see `launch::Launched::next_frame`).
+fn fetch_stage(wire: &mut Wire) -> Result<OwnedFd, String> {
+    wire.send(Event::ArtifactsFolderWanted);
+    sys::recv_fd(control()).map_err(|e| format!("cannot receive the artifacts folder: {e}"))
 }
 
 impl Init<'_> {

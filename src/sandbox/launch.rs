@@ -1,6 +1,7 @@
-//! The main process's side of the sandbox: start the monitor as a fresh exec of bldr
-//! with the plan on its stdin, hand back the frame stream, forward signals. The main
-//! process itself never creates a namespace.
+//! The main process's side of the sandbox: start the monitor as a fresh exec of bldr,
+//! hand init its plan and then its go, read the frame stream, forward signals, and keep
+//! the artifacts folder until init asks for it. The main process itself never creates a
+//! namespace.
 
 use super::proto::{read_frame, Frame};
 use super::sys;
@@ -30,8 +31,13 @@ impl io::Read for FrameSocket {
 pub struct Launched {
     child: Child,
     frames: FrameSocket,
-    /// bldr's end of the lifeline: while it is open, the build may live.
+    /// bldr's end of init's fd 0: the plan, the go and the artifacts folder go out on
+    /// it, and while it is open the build may live (the lifeline).
     lifeline: Option<UnixStream>,
+    /// The artifacts folder on the host, kept here, outside the build's PID namespace,
+    /// until init has killed every process of the build and asks for it: no command can
+    /// reach it through /proc/1/fd.
+    stage: Option<OwnedFd>,
 }
 
 /// Sends a signal to the sandbox's monitor, which forwards it to init.
@@ -89,8 +95,12 @@ pub fn start() -> io::Result<Starting> {
 }
 
 impl Starting {
-    /// Hands the monitor its plan, and `lock`, the chroot's lock, which the sandbox keeps
-    /// until the last process of the build is gone, not merely until bldr exits.
+    /// Hands init its plan, and `lock`, the chroot's lock, which the sandbox keeps until
+    /// the last process of the build is gone, not merely until bldr exits. Init sets up
+    /// the mounts and then waits for [`Launched::go`].
+    ///
+    /// A sandbox that could not start (its namespaces refused) has closed its end and
+    /// said why on the frame stream: that is no error here, the frames tell it.
     pub fn hand(
         self,
         plan: &Plan,
@@ -99,21 +109,28 @@ impl Starting {
         use std::os::fd::AsFd;
         let mut json = serde_json::to_vec(plan).map_err(io::Error::other)?;
         json.push(b'\n');
-        sys::send_with_fd(self.control.as_fd(), &json, lock.map(|l| l.as_fd()))?;
+        match sys::send_with_fd(self.control.as_fd(), &json, lock.map(|l| l.as_fd())) {
+            Ok(()) | Err(nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok((
             Launched {
                 child: self.child,
                 frames: self.frames,
                 lifeline: Some(self.control),
+                stage: None,
             },
             self.stderr,
         ))
     }
 }
 
-/// Starts the sandbox for `plan` at once: [`start`], then [`Starting::hand`].
+/// Starts the sandbox for `plan` at once, with no artifacts folder: [`start`],
+/// [`Starting::hand`], [`Launched::go`].
 pub fn launch(plan: &Plan, lock: Option<&std::fs::File>) -> io::Result<(Launched, ChildStderr)> {
-    start()?.hand(plan, lock)
+    let (mut launched, stderr) = start()?.hand(plan, lock)?;
+    launched.go(None);
+    Ok((launched, stderr))
 }
 
 impl Launched {
@@ -126,14 +143,49 @@ impl Launched {
         self.child.id()
     }
 
-    /// Reads the next frame; `None` when the sandbox closed the stream.
+    /// Lets init run the commands, now that the run directory exists. `stage` is the
+    /// artifacts folder, for init to have once the build's processes are dead. A sandbox
+    /// that is already gone is no error here (see [`Starting::hand`]).
+    pub fn go(&mut self, stage: Option<OwnedFd>) {
+        use std::os::fd::AsFd;
+        self.stage = stage;
+        if let Some(l) = &self.lifeline {
+            let _ = sys::send_with_fd(l.as_fd(), &[super::init::GO], None);
+        }
+    }
+
+    /// Reads the next frame; `None` when the sandbox closed the stream. Init's request
+    /// for the artifacts folder is answered here, and not passed on.
     pub fn next_frame(&mut self) -> Option<Frame> {
-        read_frame(&mut self.frames).ok().flatten()
+        use super::proto::Event;
+        use std::os::fd::AsFd;
+        loop {
+            let frame = read_frame(&mut self.frames).ok().flatten()?;
+            if frame != Frame::Event(Event::ArtifactsFolderWanted) {
+                return Some(frame);
+            }
+            // Without a folder, init's receive fails and it reports the collection as
+            // failed; so it does if bldr's end is gone.
+            if let (Some(l), Some(stage)) = (&self.lifeline, self.stage.take()) {
+                let _ = sys::send_fd(l.as_fd(), stage.as_fd());
+            } else if let Some(l) = &self.lifeline {
+                let _ = sys::send_with_fd(l.as_fd(), b"N", None);
+            }
+        }
     }
 
     /// A descriptor that came with a frame (the pty master after `Event::Terminal`).
     pub fn take_fd(&mut self) -> Option<OwnedFd> {
         self.frames.fds.pop()
+    }
+
+    /// Gives up on a sandbox that has its plan but no go: init sees its stdin end,
+    /// removes the mount points it made and exits, having run nothing. Returns once the
+    /// monitor has exited, so that nothing of it outlives the call.
+    pub fn abandon(mut self) {
+        drop(self.lifeline.take());
+        while self.next_frame().is_some() {}
+        let _ = self.wait();
     }
 
     /// Waits for the monitor and returns its exit code.

@@ -71,6 +71,10 @@ pub enum Event {
         rule: usize,
         matched: usize,
     },
+    /// Init has killed every process of the build and asks for the artifacts folder,
+    /// which bldr's main process then sends on init's fd 0 (SCM_RIGHTS). The sandbox
+    /// layer answers it; it never reaches the run's watch.
+    ArtifactsFolderWanted,
     /// Collection stopped: disk full, an I/O error. Names the file.
     ArtifactsFailed {
         message: String,

@@ -698,12 +698,18 @@ pub fn recv_with_fds(
     }
 }
 
-/// A line received with [`recv_line_with_fds`] and the descriptors that came with it.
-pub type LineWithFds = (Vec<u8>, Vec<OwnedFd>);
+/// A line received with [`recv_line_with_fds`], the descriptors that came with it, and
+/// whatever bytes followed the line in the same read.
+pub struct LineWithFds {
+    pub line: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+    pub rest: Vec<u8>,
+}
 
 /// Reads one line (up to and without its `\n`) from a stream socket, with the
-/// descriptors that came along. The caller's peer sends nothing after the line, so
-/// nothing past it is read. `None` at end of stream before a whole line.
+/// descriptors that came along. A stream has no message boundaries, so what the peer sent
+/// after the line may come in the same read: it is returned as `rest`. `None` at end of
+/// stream before a whole line.
 pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<LineWithFds>, Errno> {
     let mut line = Vec::new();
     let mut fds = Vec::new();
@@ -713,10 +719,12 @@ pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<LineWithFds>, E
         if n == 0 {
             return Ok(None);
         }
+        let seen = line.len();
         line.extend_from_slice(&buf[..n]);
-        if line.last() == Some(&b'\n') {
+        if let Some(end) = line[seen..].iter().position(|&b| b == b'\n') {
+            let rest = line.split_off(seen + end + 1);
             line.pop();
-            return Ok(Some((line, fds)));
+            return Ok(Some(LineWithFds { line, fds, rest }));
         }
     }
 }

@@ -844,3 +844,64 @@ artifacts: [{from: /out}]
         .mode();
     assert_eq!(mode & 0o7777, 0o644);
 }
+
+/// bldr hands init its plan before it makes the run directory, so that the mounts are
+/// set up meanwhile; init runs no command before bldr's go, which comes only once the
+/// run directory and its log exist. A run whose run directory cannot be made runs
+/// nothing, leaves no mount point in the chroot and no sandbox process, and exits 4.
+#[test]
+fn a_run_without_its_run_directory_runs_nothing_and_leaves_nothing() {
+    if !require_root("a_run_without_its_run_directory_runs_nothing_and_leaves_nothing") {
+        return;
+    }
+    let world = World::new();
+    let root = world.busybox_root("root");
+    fs::create_dir(world.path("share")).unwrap();
+    let before = tree_listing(&root);
+    let profile = world.profile(
+        "noroom",
+        "chroot: root\n\
+         shared: [{source: share, target: /mnt/made-for-the-run}]\n\
+         commands: ['touch /mnt/made-for-the-run/ran']\n",
+    );
+    // `<out>/<profile>` is a file: the run directory cannot be made below it.
+    fs::create_dir(world.path("out")).unwrap();
+    fs::write(world.path("out/noroom"), "not a folder").unwrap();
+    let out = world.path("out");
+    let child = world
+        .bldr(&[
+            "run",
+            profile.to_str().unwrap(),
+            "--progress",
+            "plain",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(4), "{}", show(&done));
+    assert!(
+        String::from_utf8_lossy(&done.stderr).contains("cannot create the run directory"),
+        "{}",
+        show(&done)
+    );
+    assert!(
+        sandbox_of(pid).is_empty(),
+        "left running after bldr exited: {:?}",
+        sandbox_of(pid)
+    );
+    assert!(
+        !world.path("share/ran").exists(),
+        "the command ran without a run directory"
+    );
+    assert_eq!(
+        tree_listing(&root),
+        before,
+        "the chroot keeps a mount point made for the run"
+    );
+}
