@@ -151,7 +151,7 @@ pub enum Cmd {
         #[command(subcommand)]
         command: RootCmd,
     },
-    /// Internal: the sandbox's monitor process.
+    /// Internal: the sandbox process, the build's init.
     #[command(name = "__sandbox", hide = true)]
     Sandbox {
         #[arg(long)]
@@ -196,11 +196,11 @@ pub enum RootCmd {
     },
 }
 
-/// The monitor's own arguments, `__sandbox --parent PID`, read without
-/// clap: every run starts a monitor, and building clap's whole command tree costs about
-/// as much as the monitor's real work before it unshares (docs/benchmarks.md). Anything
-/// else, `--probe` included, is left to clap.
-fn monitor_args(args: &[std::ffi::OsString]) -> Option<i32> {
+/// The sandbox's own arguments, `__sandbox --parent PID`, read without clap: every run
+/// starts a sandbox, and building clap's whole command tree costs about as much as init's
+/// real work before it unshares (docs/benchmarks.md). Anything else, `--probe` included,
+/// is left to clap.
+fn sandbox_args(args: &[std::ffi::OsString]) -> Option<i32> {
     let words: Vec<&str> = args.iter().map(|a| a.to_str()).collect::<Option<_>>()?;
     match words.as_slice() {
         [_, "__sandbox", "--parent", pid] => pid.parse().ok(),
@@ -211,13 +211,13 @@ fn monitor_args(args: &[std::ffi::OsString]) -> Option<i32> {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(parent) = monitor_args(&args) {
-        return crate::sandbox::monitor_main(parent);
+    if let Some(parent) = sandbox_args(&args) {
+        return crate::sandbox::sandbox_main(parent);
     }
-    // `bldr run`: the sandbox's monitor starts before anything else, so that its exec
+    // `bldr run`: the sandbox starts before anything else, so that its exec
     // overlaps parsing the profile and preparing the run (run::run). Any other spelling
     // of the command line starts it later, in the same way.
-    let early_monitor =
+    let early_sandbox =
         (args.get(1).and_then(|a| a.to_str()) == Some("run")).then(crate::sandbox::launch::start);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
@@ -247,7 +247,7 @@ pub fn main() -> i32 {
             if probe {
                 crate::sandbox::probe::probe_namespaces_main()
             } else {
-                crate::sandbox::monitor_main(parent.unwrap_or(-1))
+                crate::sandbox::sandbox_main(parent.unwrap_or(-1))
             }
         }
         Cmd::Run {
@@ -273,7 +273,7 @@ pub fn main() -> i32 {
                     keep: keep.unwrap_or_default(),
                     no_wait,
                 },
-                early_monitor.unwrap_or_else(crate::sandbox::launch::start),
+                early_sandbox.unwrap_or_else(crate::sandbox::launch::start),
             )
         }
         Cmd::Shell {
@@ -603,15 +603,15 @@ pub fn render_plan(plan: &Plan) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::monitor_args;
+    use super::sandbox_args;
 
     fn words(s: &str) -> Vec<std::ffi::OsString> {
         s.split(' ').map(Into::into).collect()
     }
 
     #[test]
-    fn monitor_args_take_the_launch_line_and_nothing_else() {
-        assert_eq!(monitor_args(&words("bldr __sandbox --parent 42")), Some(42));
+    fn sandbox_args_take_the_launch_line_and_nothing_else() {
+        assert_eq!(sandbox_args(&words("bldr __sandbox --parent 42")), Some(42));
         // Anything else goes to clap, which knows the rest of the grammar.
         for other in [
             "bldr __sandbox --probe",
@@ -620,7 +620,7 @@ mod tests {
             "bldr run __sandbox --parent 42",
             "bldr __sandbox --parent",
         ] {
-            assert_eq!(monitor_args(&words(other)), None, "{other}");
+            assert_eq!(sandbox_args(&words(other)), None, "{other}");
         }
     }
 }

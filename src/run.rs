@@ -406,15 +406,14 @@ pub fn lock_chroot(
     }
 }
 
-/// Runs the profile; returns bldr's exit code.
-/// Runs `profile`. `monitor` is the sandbox's monitor, started by the caller before it
-/// even read the profile ([`launch::start`]): it waits for its plan while bldr takes the
-/// lock and makes the run directory, so that its exec and its namespaces cost no time.
+/// Runs `profile`; returns bldr's exit code. `sandbox` is the build's init, started by the
+/// caller before it even read the profile ([`launch::start`]): it waits for its plan
+/// while bldr takes the lock, so that its exec and its namespaces cost no time.
 pub fn run(
     rep: &Reporter,
     profile: &Profile,
     opts: &RunOptions,
-    monitor: std::io::Result<launch::Starting>,
+    sandbox: std::io::Result<launch::Starting>,
 ) -> i32 {
     let state = crate::state::state_dir();
     let out = out_root(profile, opts, &state);
@@ -469,14 +468,14 @@ pub fn run(
     let replayed = journal.replay(rep, &profile.chroot);
     // Init gets its plan now and sets up the mounts while the run directory is made; it
     // runs no command before the go, which comes once the log exists. A stop signal that
-    // came first starts nothing: the monitor, dropped, sees its stdin end and exits.
+    // came first starts nothing: init, dropped, sees its stdin end and exits.
     let sandbox = match stop.0.as_mut().and_then(|s| s.pending().next()) {
         Some(sig) => Err(Unstarted::Stopped(sig)),
-        None => monitor
+        None => sandbox
             .and_then(|m| m.hand(&plan, Some(&chroot_lock.file)))
             .map_err(Unstarted::Failed),
     };
-    let abandon = |sandbox: Result<(launch::Launched, std::process::ChildStderr), Unstarted>| {
+    let abandon = |sandbox: Result<(launch::Launched, launch::SandboxStderr), Unstarted>| {
         // Init sees the end of its stdin instead of the go, removes its mount points and
         // exits; the overlay layer goes once it has.
         if let Ok((launched, _)) = sandbox {
@@ -715,7 +714,7 @@ pub fn run(
     };
     finish(rep, &state, &run_dir, publish, &report, opts.json);
     // Before the lock goes: the build's namespaces, and with them the overlay, are gone
-    // once the monitor is. Only then is the layer removed; the record is written by then.
+    // once init is. Only then is the layer removed; the record is written by then.
     watch.reap();
     if let Some(dir) = discard {
         match scratch::remove_same_fs(dir) {
@@ -826,8 +825,8 @@ pub struct Watch {
     pub finished: BTreeMap<usize, (Option<i32>, Option<i32>, u64, bool)>,
     pub started: Vec<usize>,
     pub interrupted_by: Option<i32>,
-    pub monitor_code: i32,
-    /// The monitor and the thread reading its stderr, not yet waited for: once init has
+    pub init_code: i32,
+    /// init and the thread reading its stderr, not yet waited for: once init has
     /// said `cleaned` (with its exit code), every process of the build is dead, and the
     /// kernel's teardown of the namespaces (a few hundred microseconds) runs while bldr
     /// writes the record. [`Watch::reap`] waits for them.
@@ -835,7 +834,7 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Waits for the monitor and its stderr reader, if that is still to do. Init's word
+    /// Waits for init and its stderr reader, if that is still to do. Init's word
     /// on the outcome stands: the build was over when it spoke.
     pub fn reap(&mut self) {
         if let Some((sandbox, stderr)) = self.pending.take() {
@@ -856,10 +855,10 @@ impl Watch {
         if self.setup_failed.is_some() {
             return (Outcome::SetupFailed, exit::SETUP);
         }
-        if self.finished.values().any(|f| f.3) || self.monitor_code == exit::TIMEOUT {
+        if self.finished.values().any(|f| f.3) || self.init_code == exit::TIMEOUT {
             return (Outcome::Timeout, exit::TIMEOUT);
         }
-        match self.monitor_code {
+        match self.init_code {
             exit::SUCCESS => (Outcome::Success, exit::SUCCESS),
             exit::COMMAND_FAILED => (Outcome::CommandFailed, exit::COMMAND_FAILED),
             c if c > 128 => (Outcome::Interrupted, c),
@@ -894,22 +893,20 @@ impl Watch {
     }
 }
 
-/// Starts the sandbox with `start` (which hands the plan to a monitor started ahead of
-/// it) and follows it to the end: output to the terminal and the log, signals
-/// forwarded.
 /// Why there is no sandbox to watch.
 pub enum Unstarted {
     /// A stop signal came before the plan was handed over.
     Stopped(i32),
-    /// The monitor could not be started or given its plan.
+    /// The sandbox could not be started or given its plan.
     Failed(std::io::Error),
 }
 
-/// Follows a sandbox that has had its plan and its go, to the end of its frames.
+/// Follows a sandbox that has had its plan and its go to the end of its frames: output
+/// to the terminal and the log, signals forwarded.
 #[allow(clippy::too_many_arguments)]
 pub fn watch(
     rep: &Reporter,
-    sandbox: Result<(launch::Launched, std::process::ChildStderr), Unstarted>,
+    sandbox: Result<(launch::Launched, launch::SandboxStderr), Unstarted>,
     plan: &Plan,
     log: &mut BuildLog,
     sink: &mut ArtifactSink,
@@ -926,7 +923,7 @@ pub fn watch(
         finished: BTreeMap::new(),
         started: vec![],
         interrupted_by: None,
-        monitor_code: exit::SETUP,
+        init_code: exit::SETUP,
         pending: None,
     };
     let (mut sandbox, stderr) = match sandbox {
@@ -1121,11 +1118,11 @@ pub fn watch(
     rep.command_finished();
     match cleaned {
         Some(code) => {
-            w.monitor_code = code;
+            w.init_code = code;
             w.pending = Some((sandbox, stderr_thread));
         }
         None => {
-            w.monitor_code = sandbox.wait();
+            w.init_code = sandbox.wait();
             let _ = stderr_thread.join();
         }
     }

@@ -119,7 +119,7 @@ struct Init<'a> {
     buf: Vec<u8>,
 }
 
-/// The namespaces every plan has; the monitor creates them before its plan arrives.
+/// The namespaces every plan has; they exist before the plan arrives.
 const ALWAYS: [Namespace; 4] = [
     Namespace::Mount,
     Namespace::Pid,
@@ -130,16 +130,53 @@ const ALWAYS: [Namespace; 4] = [
 /// The socket to bldr's main process, init's fd 0: plan, lock and go byte come on it,
 /// and the artifacts folder when init asks. bldr's end staying open is the lifeline.
 fn control() -> BorrowedFd<'static> {
-    // SAFETY: fd 0 is the socket bldr handed the monitor; init never closes it.
+    // SAFETY: fd 0 is the socket bldr started init with; init never closes it.
     unsafe { BorrowedFd::borrow_raw(0) }
 }
 
-/// Entry point of PID 1, forked by the monitor before the plan exists: waits for the
-/// plan and the chroot's lock on fd 0, then runs it. Returns the exit code for the
-/// sandbox process.
+/// Entry point of PID 1, exec'd by bldr's main process into a new PID namespace before
+/// the plan exists: makes the rest of the build's namespaces, waits for the plan and the
+/// chroot's lock on fd 0, then runs it. Returns the exit code for the sandbox process.
 pub fn main(mut wire: Wire) -> i32 {
-    // If our parent (the monitor) dies, so do we.
+    // Die with bldr. A bldr that died before this shows as the end of fd 0.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // PID 1 or nothing: `kill(-1)` at the end must reach the build's processes only, and
+    // that holds in a PID namespace of our own alone (pid_namespaces(7)).
+    if nix::unistd::getpid().as_raw() != 1 {
+        wire.send(Event::SetupFailed {
+            message: "the sandbox is not PID 1 of a PID namespace of its own".into(),
+        });
+        return exit::SETUP;
+    }
+    // Nothing of bldr's caller beyond stdin, stdout and stderr may reach the build, nor
+    // any signal action it left (an ignored signal stays ignored across exec).
+    sys::close_from(3);
+    sys::reset_signal_actions();
+    // A new session: the terminal's Ctrl-C reaches bldr only, which forwards it.
+    let _ = nix::unistd::setsid();
+    // A write to a bldr that is gone fails; it does not kill init before its cleanup.
+    // SAFETY: setting a disposition, no handler code.
+    let _ =
+        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
+    // The signals init reads from its signalfd stay blocked; bldr started us with every
+    // signal blocked, so none came before this.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&handled_signals()),
+        None,
+    );
+    // The mount, UTS and IPC namespaces are made here, by init itself, so that its mounts
+    // and its hostname can never land in a namespace it shares with anyone.
+    if let Err(e) = nix::sched::unshare(
+        nix::sched::CloneFlags::CLONE_NEWNS
+            | nix::sched::CloneFlags::CLONE_NEWUTS
+            | nix::sched::CloneFlags::CLONE_NEWIPC,
+    ) {
+        wire.send(Event::SetupFailed {
+            message: format!("cannot create the build's namespaces: {}", e.desc()),
+        });
+        return exit::SETUP;
+    }
     // What needs no plan is done, and reported, while bldr still prepares the run; bldr
     // reads the frames once it has handed over the plan.
     wire.send(Event::Namespaces {
@@ -191,7 +228,7 @@ pub fn main(mut wire: Wire) -> i32 {
         });
         return exit::SETUP;
     }
-    // The namespaces beyond the four the monitor made: only the network, which init
+    // The namespaces beyond the four every build has: only the network, which init
     // takes for itself and its commands.
     if plan.namespaces.contains(&Namespace::Net) {
         if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {

@@ -1,5 +1,5 @@
-//! The main process's side of the sandbox: start the monitor as a fresh exec of bldr,
-//! hand init its plan and then its go, read the frame stream, forward signals, and keep
+//! The main process's side of the sandbox: start init as a fresh exec of bldr in a new
+//! PID namespace, hand it its plan and then its go, read the frame stream, forward signals, and keep
 //! the artifacts folder until init asks for it. The main process itself never creates a
 //! namespace.
 
@@ -8,10 +8,10 @@ use super::sys;
 use crate::plan::Plan;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, ChildStderr, Command, Stdio};
 
 /// The frame socket, read with recvmsg(2) so that a descriptor sent along with a frame
 /// (the pty master of `shell`) is kept, not lost.
@@ -29,7 +29,8 @@ impl io::Read for FrameSocket {
 
 /// A started sandbox.
 pub struct Launched {
-    child: Child,
+    /// init, as this process sees it: bldr's child.
+    init: Pid,
     frames: FrameSocket,
     /// bldr's end of init's fd 0: the plan, the go and the artifacts folder go out on
     /// it, and while it is open the build may live (the lifeline).
@@ -40,7 +41,10 @@ pub struct Launched {
     stage: Option<OwnedFd>,
 }
 
-/// Sends a signal to the sandbox's monitor, which forwards it to init.
+/// The read end of the sandbox's stderr: its own messages, one per line.
+pub type SandboxStderr = File;
+
+/// Sends a signal to the sandbox's init, which handles it (see `init::handled_signals`).
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarder(Pid);
 
@@ -52,45 +56,52 @@ impl Forwarder {
     }
 }
 
-/// A monitor started ahead of its plan: its exec and start-up run while bldr prepares
-/// the run (lock, run directory, log), on the other CPU when there is one. Dropped
-/// without [`Starting::hand`], it sees its stdin end and exits, having done nothing.
+/// A sandbox started ahead of its plan: its exec and start-up (init's namespaces) run
+/// while bldr prepares the run (profile, lock), on the other CPU when there is one.
+/// Dropped without [`Starting::hand`], init sees its stdin end and exits, having done
+/// nothing.
 pub struct Starting {
-    child: Child,
+    init: Pid,
     frames: FrameSocket,
     control: UnixStream,
-    stderr: ChildStderr,
+    stderr: SandboxStderr,
 }
 
-/// Starts the monitor. Must be called from the thread that stays alive until the run
-/// ends: the monitor's parent-death signal fires when *this thread* exits (prctl(2),
+/// Starts the sandbox: a fresh exec of bldr (`__sandbox --parent PID`) as PID 1 of a new
+/// PID namespace. Must be called from the thread that stays alive until the run ends:
+/// init's parent-death signal fires when *this thread* exits (prctl(2),
 /// PR_SET_PDEATHSIG).
 pub fn start() -> io::Result<Starting> {
+    use std::os::fd::AsFd;
     let (ours, theirs) = UnixStream::pair()?;
     let (control, their_control) = UnixStream::pair()?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let exe = std::env::current_exe()?;
-    // No pre_exec hook, so that std starts the monitor with posix_spawn(3): a vfork that
-    // copies no page tables, where fork would copy bldr's and then fault on every page
-    // either side writes.
-    let mut child = Command::new(exe)
-        .arg("__sandbox")
-        .arg("--parent")
-        .arg(std::process::id().to_string())
-        // The environment of the build is built from the plan; nothing from ours leaks.
-        .env_clear()
-        .stdin(Stdio::from(OwnedFd::from(their_control)))
-        .stdout(Stdio::from(OwnedFd::from(theirs)))
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().expect("stderr is piped");
+    let parent = std::process::id().to_string();
+    let init = sys::spawn_sandbox(
+        &exe,
+        &["__sandbox", "--parent", &parent],
+        [their_control.as_fd(), theirs.as_fd(), err_w.as_fd()],
+    )
+    .map_err(|e| {
+        let hint = if super::is_root() {
+            "the kernel refused; `bldr check` lists what this host supports"
+        } else {
+            "run as root (sudo bldr ...)"
+        };
+        io::Error::other(format!(
+            "cannot create the build's namespaces: {} ({hint})",
+            e.desc()
+        ))
+    })?;
     Ok(Starting {
-        child,
+        init,
         frames: FrameSocket {
             sock: ours,
             fds: Vec::new(),
         },
         control,
-        stderr,
+        stderr: File::from(err_r),
     })
 }
 
@@ -105,7 +116,7 @@ impl Starting {
         self,
         plan: &Plan,
         lock: Option<&std::fs::File>,
-    ) -> io::Result<(Launched, ChildStderr)> {
+    ) -> io::Result<(Launched, SandboxStderr)> {
         use std::os::fd::AsFd;
         let mut json = serde_json::to_vec(plan).map_err(io::Error::other)?;
         json.push(b'\n');
@@ -115,7 +126,7 @@ impl Starting {
         }
         Ok((
             Launched {
-                child: self.child,
+                init: self.init,
                 frames: self.frames,
                 lifeline: Some(self.control),
                 stage: None,
@@ -127,7 +138,7 @@ impl Starting {
 
 /// Starts the sandbox for `plan` at once, with no artifacts folder: [`start`],
 /// [`Starting::hand`], [`Launched::go`].
-pub fn launch(plan: &Plan, lock: Option<&std::fs::File>) -> io::Result<(Launched, ChildStderr)> {
+pub fn launch(plan: &Plan, lock: Option<&std::fs::File>) -> io::Result<(Launched, SandboxStderr)> {
     let (mut launched, stderr) = start()?.hand(plan, lock)?;
     launched.go(None);
     Ok((launched, stderr))
@@ -135,12 +146,12 @@ pub fn launch(plan: &Plan, lock: Option<&std::fs::File>) -> io::Result<(Launched
 
 impl Launched {
     pub fn forwarder(&self) -> Forwarder {
-        Forwarder(Pid::from_raw(self.child.id() as i32))
+        Forwarder(self.init)
     }
 
-    /// The monitor's pid, as the host sees it.
+    /// init's pid, as the host sees it.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.init.as_raw() as u32
     }
 
     /// Lets init run the commands, now that the run directory exists. `stage` is the
@@ -180,26 +191,29 @@ impl Launched {
     }
 
     /// Gives up on a sandbox that has its plan but no go: init sees its stdin end,
-    /// removes the mount points it made and exits, having run nothing. Returns once the
-    /// monitor has exited, so that nothing of it outlives the call.
+    /// removes the mount points it made and exits, having run nothing. Returns once init
+    /// has exited, so that nothing of it outlives the call.
     pub fn abandon(mut self) {
         drop(self.lifeline.take());
         while self.next_frame().is_some() {}
         let _ = self.wait();
     }
 
-    /// Waits for the monitor and returns its exit code.
+    /// Waits for init and returns its exit code: once it is gone, so is its PID
+    /// namespace, and with the last process of its mount namespace every mount in it.
     pub fn wait(mut self) -> i32 {
-        let status = self.child.wait();
+        use nix::sys::wait::{waitpid, WaitStatus};
+        let status = loop {
+            match waitpid(self.init, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
         drop(self.lifeline.take());
         match status {
-            Ok(s) => {
-                use std::os::unix::process::ExitStatusExt;
-                s.code()
-                    .or(s.signal().map(crate::exit::signal))
-                    .unwrap_or(crate::exit::SETUP)
-            }
-            Err(_) => crate::exit::SETUP,
+            Ok(WaitStatus::Exited(_, code)) => code,
+            Ok(WaitStatus::Signaled(_, s, _)) => crate::exit::signal(s as i32),
+            _ => crate::exit::SETUP,
         }
     }
 }

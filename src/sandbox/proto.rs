@@ -42,7 +42,7 @@ pub enum Event {
         signal: i32,
     },
     /// The build's processes are all dead; `killed` is how many were still running.
-    /// `code` is the exit code init is about to return (and the monitor with it), so
+    /// `code` is the exit code init is about to return, so
     /// bldr can write the record while the namespaces are still being torn down.
     Cleaned {
         killed: usize,

@@ -401,6 +401,93 @@ pub fn namespace_inode(name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Starts bldr's sandbox: `exe` with `args` and an empty environment, with `stdio` as its
+/// descriptors 0, 1 and 2 and no other, as the first process of a new PID namespace, so
+/// that what it execs is that namespace's PID 1 (pid_namespaces(7)). Returns its pid as
+/// this process sees it.
+///
+/// The child is made the way posix_spawn(3) makes one, by clone(2) with `CLONE_VM |
+/// CLONE_VFORK`: it shares this process's memory, this thread waits until it has exec'd,
+/// and between the clone and the exec it only moves descriptors and calls execve, both
+/// async-signal-safe, so this is sound in a process with threads. Every signal is
+/// blocked across the clone, so that no handler of this process runs in the child. The
+/// other namespaces are made by the new process itself (`init::main`), which refuses to
+/// run as anything but PID 1.
+pub fn spawn_sandbox(
+    exe: &Path,
+    args: &[&str],
+    stdio: [BorrowedFd<'_>; 3],
+) -> Result<nix::unistd::Pid, Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicI32, Ordering};
+    let path = CString::new(exe.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let mut owned = vec![path.clone()];
+    for a in args {
+        owned.push(CString::new(*a).map_err(|_| Errno::EINVAL)?);
+    }
+    let mut argv: Vec<*const libc::c_char> = owned.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let fds = stdio.map(|f| f.as_raw_fd());
+    // The child's errno, should its exec fail; it shares our memory.
+    let failed = AtomicI32::new(0);
+    let mut stack = vec![0u8; 64 * 1024];
+    let child = || -> isize {
+        for (target, &fd) in fds.iter().enumerate() {
+            let target = target as RawFd;
+            // SAFETY: dup2 and fcntl only change this (the child's) descriptor table.
+            let r = unsafe {
+                if fd == target {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, target)
+                }
+            };
+            if r < 0 {
+                failed.store(Errno::last_raw(), Ordering::SeqCst);
+                return 127;
+            }
+        }
+        // SAFETY: argv and envp are null-terminated arrays of C strings that outlive the
+        // call (this thread of the parent waits for the exec).
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        failed.store(Errno::last_raw(), Ordering::SeqCst);
+        127
+    };
+    let all = nix::sys::signal::SigSet::all();
+    let mut old = nix::sys::signal::SigSet::empty();
+    nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&all),
+        Some(&mut old),
+    )?;
+    // SAFETY: see above: the child runs `child` on its own stack, touches nothing of ours
+    // but `failed`, and ends in exec or in a return, which exits it (clone(2), glibc).
+    let spawned = unsafe {
+        nix::sched::clone(
+            Box::new(child),
+            &mut stack,
+            nix::sched::CloneFlags::CLONE_VM
+                | nix::sched::CloneFlags::CLONE_VFORK
+                | nix::sched::CloneFlags::CLONE_NEWPID,
+            Some(libc::SIGCHLD),
+        )
+    };
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&old),
+        None,
+    );
+    let pid = spawned?;
+    match failed.load(Ordering::SeqCst) {
+        0 => Ok(pid),
+        errno => {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(Errno::from_raw(errno))
+        }
+    }
+}
+
 /// Starts `argv` with `envp` by posix_spawn(3): stdin from `stdin`, stdout and stderr to
 /// `out`, no other descriptor, a new session, an empty signal mask and every signal at
 /// its default action, in `workdir`. glibc's posix_spawn is a vfork:
@@ -487,13 +574,11 @@ pub fn spawn_command(
 }
 
 /// Sets every signal's action back to the default, except SIGSEGV and SIGBUS (Rust's
-/// stack-overflow report) and the two that cannot change. The monitor calls it first:
-/// it may start with actions it must not pass on, SIG_IGN for SIGINT and SIGQUIT from a
-/// caller that ignores them (a script's background job; bldr starts the monitor before
-/// its own handlers exist), and SIG_IGN for signals 32 and 33, which glibc's
-/// posix_spawn(3) gives its child for its internal signals; an ignored signal survives
-/// exec and would reach every process of the build, and a blocked-and-ignored one never
-/// reaches the monitor's signalfd. The raw rt_sigaction(2) syscall is used because glibc's
+/// stack-overflow report) and the two that cannot change. init calls it first: it may
+/// start with actions it must not pass on, SIG_IGN for SIGINT and SIGQUIT from a caller
+/// that ignores them (a script's background job; bldr starts init before its own
+/// handlers exist); an ignored signal survives exec and would reach every process of the
+/// build, and a blocked-and-ignored one never reaches init's signalfd. The raw rt_sigaction(2) syscall is used because glibc's
 /// sigaction refuses its internal signals.
 pub fn reset_signal_actions() {
     // The kernel's struct sigaction (x86_64 and the generic layout: handler, flags,

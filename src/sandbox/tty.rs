@@ -166,9 +166,9 @@ pub fn run_interactive(rep: &Reporter, plan: &Plan, lock: Option<&std::fs::File>
     let _ = out_thread.join();
     drop(master);
     drop(raw);
-    let monitor = sandbox.wait();
-    if status == exit::SETUP && monitor != exit::SUCCESS && monitor != exit::COMMAND_FAILED {
-        return monitor;
+    let init = sandbox.wait();
+    if status == exit::SETUP && init != exit::SUCCESS && init != exit::COMMAND_FAILED {
+        return init;
     }
     status
 }

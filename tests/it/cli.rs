@@ -489,3 +489,23 @@ fn an_override_is_validated_like_the_profile() {
         assert!(out.stdout.is_empty(), "{args:?}: printed a plan");
     }
 }
+
+/// The hidden sandbox entry is the build's init, and its last act, `kill(-1)`, is only
+/// safe in a PID namespace of its own: started any other way (here by hand, as PID
+/// something-else) it refuses at once, before it reads a plan.
+#[test]
+fn the_sandbox_entry_refuses_to_run_unless_it_is_pid_1() {
+    let env = TestEnv::new();
+    let out = env
+        .bldr()
+        .args(["__sandbox", "--parent", "1"])
+        .write_stdin("")
+        .output()
+        .expect("run bldr");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not PID 1"),
+        "the refusal is a frame on stdout: {:?}",
+        out.stdout
+    );
+}

@@ -151,7 +151,7 @@ pub fn show(o: &Output) -> String {
     )
 }
 
-/// The pids of the sandbox processes (monitor and init) of the bldr with pid `bldr`:
+/// The pids of the sandbox processes (init) of the bldr with pid `bldr`:
 /// their command line is `bldr __sandbox --parent PID`.
 pub fn sandbox_of(bldr: u32) -> Vec<u32> {
     let needle = format!("__sandbox\0--parent\0{bldr}\0");

@@ -572,19 +572,19 @@ impl Running<'_> {
         fields.get(4).and_then(|f| f.parse().ok()).unwrap_or(0)
     }
 
-    /// bldr's child, the sandbox's monitor (a fresh exec of bldr).
-    pub fn monitor(&self) -> Option<i32> {
+    /// bldr's child, the sandbox: the build's init (a fresh exec of bldr).
+    pub fn sandbox(&self) -> Option<i32> {
         children(self.pid)
             .into_iter()
             .find(|c| comm(*c).as_deref() == Some("bldr"))
     }
 
-    /// Opens the build's PID and mount namespaces through the monitor, once it has
+    /// Opens the build's PID and mount namespaces through the sandbox, once it has
     /// created them, so that their inode numbers stay taken (and cannot be reused by
     /// another test's build) while the test looks for what is left in them.
     pub fn pin(&mut self, pins: &mut Pins) {
         let outer_mnt = ns_inode(&format!("/proc/{}/ns/mnt", self.holder().0));
-        let Some(mon) = self.monitor() else { return };
+        let Some(mon) = self.sandbox() else { return };
         let host_pid = ns_inode("/proc/self/ns/pid");
         if pins.pid.is_none() {
             if let Some(p) = NsPin::open(&format!("/proc/{mon}/ns/pid_for_children")) {

@@ -60,7 +60,7 @@ fn sigkill_of_bldr_mid_command_leaves_no_process_and_no_mount() {
     assert_eq!(
         pinned,
         (Some(pid_ns), Some(mnt_ns)),
-        "build.log's namespaces are not the monitor's"
+        "build.log's namespaces are not the sandbox's"
     );
     run.signal(Signal::SIGKILL);
     let status = run.wait_exit();
@@ -76,8 +76,8 @@ fn sigkill_of_bldr_mid_command_leaves_no_process_and_no_mount() {
 enum Anchor {
     /// bldr's exec: its own start, before the sandbox exists.
     Exec,
-    /// The monitor's appearance: namespaces, init, mounts and pivot follow within ms.
-    Monitor,
+    /// The sandbox's appearance: namespaces, mounts and pivot follow within ms.
+    Sandbox,
 }
 
 /// A build without a trap stops at once on SIGTERM, which bldr sends on right away; a
@@ -119,18 +119,18 @@ fn stop_at(signal: Signal, trigger: Trigger) -> Stopped {
     let mut pins = Pins::default();
     let start = Instant::now();
     // Watch the namespaces appear until it is time to signal, and once more right
-    // after, while the monitor may still be dying.
+    // after, while the sandbox may still be dying.
     let due = |run: &Running<'_>| -> bool {
         match trigger {
             Trigger::After(Anchor::Exec, ms) => start.elapsed() >= Duration::from_millis(ms),
-            Trigger::After(Anchor::Monitor, _) => unreachable!(),
+            Trigger::After(Anchor::Sandbox, _) => unreachable!(),
             Trigger::RunDirAppears => run.run_dir().is_some(),
             Trigger::NamespacesLogged => run.namespaces_from_log().is_some(),
         }
     };
-    if let Trigger::After(Anchor::Monitor, ms) = trigger {
-        let seen = wait_until(Duration::from_secs(10), || run.monitor().is_some());
-        assert!(seen, "{at}: the monitor never appeared\n{}", run.output());
+    if let Trigger::After(Anchor::Sandbox, ms) = trigger {
+        let seen = wait_until(Duration::from_secs(10), || run.sandbox().is_some());
+        assert!(seen, "{at}: the sandbox never appeared\n{}", run.output());
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(ms) {
             run.pin(&mut pins);
@@ -221,12 +221,12 @@ const SWEEP: [Trigger; 12] = [
     Trigger::After(Anchor::Exec, 10),
     Trigger::After(Anchor::Exec, 20),
     Trigger::After(Anchor::Exec, 50),
-    Trigger::After(Anchor::Monitor, 0),
-    Trigger::After(Anchor::Monitor, 1),
-    Trigger::After(Anchor::Monitor, 2),
-    Trigger::After(Anchor::Monitor, 3),
-    Trigger::After(Anchor::Monitor, 5),
-    Trigger::After(Anchor::Monitor, 8),
+    Trigger::After(Anchor::Sandbox, 0),
+    Trigger::After(Anchor::Sandbox, 1),
+    Trigger::After(Anchor::Sandbox, 2),
+    Trigger::After(Anchor::Sandbox, 3),
+    Trigger::After(Anchor::Sandbox, 5),
+    Trigger::After(Anchor::Sandbox, 8),
 ];
 
 #[test]
