@@ -7,7 +7,7 @@
 # footing), so that even the hand-written chroot script mounts nothing on the host.
 #
 # Environment: BENCH_DIR (scratch, default /var/tmp/bldr-bench), BENCH_RUNS (default 30),
-# BENCH_STARTUP_RUNS (default 150),
+# BENCH_STARTUP_RUNS (default 150; the millisecond-long start-up and ephemeral runs),
 # BENCH_DEBIAN_ROOT (a debootstrap root over 500 MB; made with `bldr root create` when
 # missing), BENCH_QUICK=1 (smaller artifact and memory sets, for a smoke run).
 set -euo pipefail
@@ -95,7 +95,7 @@ group startup "--warmup 10 --runs $startup_runs" \
 say "2. ephemeral runs on a $(du -sh --apparent-size "$debian" | cut -f1) Debian root"
 profile deb "chroot: $debian
 commands: ['true']"
-group ephemeral "--warmup 3 --runs $runs" \
+group ephemeral "--warmup 10 --runs $startup_runs" \
     "bldr --ephemeral" "$wrap $bldr run $dir/deb.yaml --ephemeral --progress none" \
     "bldr" "$wrap $bldr run $dir/deb.yaml --progress none"
 group nspawn-x "--warmup 1 --runs 3" \
