@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # bldr is built as a static, non-PIE executable where the host's libc allows it (glibc):
-# every run execs it twice (bldr, then its monitor), and a static binary starts in about
+# every run execs it twice (bldr, then its sandbox), and a static binary starts in about
 # half the time, with no dynamic loader and no relocations (docs/benchmarks.md). Target
 # rustflags reach proc-macros too unless --target is given, hence the explicit target;
 # the output lands in target/HOST/release.
