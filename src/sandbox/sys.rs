@@ -434,17 +434,9 @@ pub fn spawn_sandbox(
     let mut stack = vec![0u8; 64 * 1024];
     let child = || -> isize {
         for (target, &fd) in fds.iter().enumerate() {
-            let target = target as RawFd;
-            // SAFETY: dup2 and fcntl only change this (the child's) descriptor table.
-            let r = unsafe {
-                if fd == target {
-                    libc::fcntl(fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, target)
-                }
-            };
-            if r < 0 {
-                failed.store(Errno::last_raw(), Ordering::SeqCst);
+            // dup2 or fcntl, and errno on failure: async-signal-safe, no allocation.
+            if let Err(e) = dup_onto(fd, target as RawFd) {
+                failed.store(e.raw_os_error().unwrap_or(libc::EIO), Ordering::SeqCst);
                 return 127;
             }
         }
