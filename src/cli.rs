@@ -154,6 +154,7 @@ pub enum Cmd {
     /// Internal: the sandbox process, the build's init.
     #[command(name = "__sandbox", hide = true)]
     Sandbox {
+        /// The bldr this sandbox belongs to, for `ps` and the tests; not checked.
         #[arg(long)]
         parent: Option<i32>,
         #[arg(long)]
@@ -211,8 +212,8 @@ fn sandbox_args(args: &[std::ffi::OsString]) -> Option<i32> {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(parent) = sandbox_args(&args) {
-        return crate::sandbox::sandbox_main(parent);
+    if sandbox_args(&args).is_some() {
+        return crate::sandbox::sandbox_main();
     }
     // `bldr run`: the sandbox starts before anything else, so that its exec
     // overlaps parsing the profile and preparing the run (run::run). Any other spelling
@@ -243,11 +244,11 @@ pub fn main() -> i32 {
     }
     let search = SearchPath::from_env(cli.profiles.as_deref());
     match cli.command {
-        Cmd::Sandbox { parent, probe } => {
+        Cmd::Sandbox { probe, .. } => {
             if probe {
                 crate::sandbox::probe::probe_namespaces_main()
             } else {
-                crate::sandbox::sandbox_main(parent.unwrap_or(-1))
+                crate::sandbox::sandbox_main()
             }
         }
         Cmd::Run {

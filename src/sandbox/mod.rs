@@ -46,10 +46,9 @@ pub fn default_sigpipe() {
 }
 
 /// The sandbox process, `bldr __sandbox --parent PID`: the build's init, started by
-/// `launch::start` as PID 1 of a new PID namespace. `parent` names the bldr it belongs
-/// to (for `ps` and the tests); init cannot check it, since its parent is outside its
+/// `launch::start` as PID 1 of a new PID namespace. `--parent` names the bldr it belongs
+/// to, for `ps` and the tests; init cannot check it, since its parent is outside its
 /// PID namespace (getppid() reads 0). Returns its exit code.
-pub fn sandbox_main(parent: i32) -> i32 {
-    let _ = parent;
+pub fn sandbox_main() -> i32 {
     init::main(init::Wire::from_stdout())
 }
