@@ -469,7 +469,7 @@ pub fn run(
     // Init gets its plan now and sets up the mounts while the run directory is made; it
     // runs no command before the go, which comes once the log exists. A stop signal that
     // came first starts nothing: init, dropped, sees its stdin end and exits.
-    let sandbox = match stop.0.as_mut().and_then(|s| s.pending().next()) {
+    let mut sandbox = match stop.0.as_mut().and_then(|s| s.pending().next()) {
         Some(sig) => Err(Unstarted::Stopped(sig)),
         None => sandbox
             .and_then(|m| m.hand(&plan, Some(&chroot_lock.file)))
@@ -561,27 +561,17 @@ pub fn run(
         })
         .collect();
     let mut sink = ArtifactSink::new(&work, plan.artifacts.len());
-    let mut sandbox = sandbox;
     if let Ok((launched, _)) = &mut sandbox {
         launched.go(stage);
     }
-    let mut watch = watch(
-        rep,
-        sandbox,
-        &plan,
-        &mut log,
-        &mut sink,
-        stop,
-        &mut journal,
-        mounts,
-    );
+    let mut watch = watch(rep, sandbox, &plan, &mut log, &mut sink, stop, &mut journal);
     let setup_ok = watch.setup_failed.is_none() && watch.interrupted_by.is_none();
     if setup_ok {
         record_in_place(rep, &plan, &snapshots, &mut sink);
     }
     sink.close();
     let ended_at = SystemTime::now();
-    let host_clean = watch.mounts.finish();
+    let host_clean = mounts.finish();
 
     let (mut outcome, mut code) = watch.outcome();
     let mut message = watch.message.clone();
@@ -817,7 +807,6 @@ fn finish(
 
 /// What the watch over a running sandbox saw.
 pub struct Watch {
-    pub mounts: record::MountWatch,
     pub pid_ns: u64,
     pub mnt_ns: u64,
     pub setup_failed: Option<String>,
@@ -903,7 +892,6 @@ pub enum Unstarted {
 
 /// Follows a sandbox that has had its plan and its go to the end of its frames: output
 /// to the terminal and the log, signals forwarded.
-#[allow(clippy::too_many_arguments)]
 pub fn watch(
     rep: &Reporter,
     sandbox: Result<(launch::Launched, launch::SandboxStderr), Unstarted>,
@@ -912,10 +900,8 @@ pub fn watch(
     sink: &mut ArtifactSink,
     stop: StopSignals,
     journal: &mut MountJournal,
-    mounts: record::MountWatch,
 ) -> Watch {
     let mut w = Watch {
-        mounts,
         pid_ns: 0,
         mnt_ns: 0,
         setup_failed: None,
