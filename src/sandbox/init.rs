@@ -19,7 +19,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -71,22 +71,8 @@ impl Wire {
 
     /// Sends the `Terminal` event with `fd` attached (unix(7), SCM_RIGHTS).
     fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         let bytes = super::proto::encode(&Frame::Event(Event::Terminal));
-        let fds = [fd.as_raw_fd()];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        let iov = [std::io::IoSlice::new(&bytes)];
-        let sent = sendmsg::<()>(
-            self.0.as_raw_fd(),
-            &iov,
-            &cmsg,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
-        if sent < bytes.len() {
-            self.0.write_all(&bytes[sent..]).map_err(|_| Errno::EPIPE)?;
-        }
-        Ok(())
+        sys::send_with_fd(self.0.as_fd(), &bytes, Some(fd))
     }
 
     fn output(&mut self, bytes: &[u8]) {

@@ -175,12 +175,11 @@ impl Launched {
             if frame != Frame::Event(Event::ArtifactsFolderWanted) {
                 return Some(frame);
             }
-            // Without a folder, init's receive fails and it reports the collection as
-            // failed; so it does if bldr's end is gone.
-            if let (Some(l), Some(stage)) = (&self.lifeline, self.stage.take()) {
-                let _ = sys::send_fd(l.as_fd(), stage.as_fd());
-            } else if let Some(l) = &self.lifeline {
-                let _ = sys::send_with_fd(l.as_fd(), b"N", None);
+            // Without a folder (a byte alone), init's receive fails and it reports the
+            // collection as failed; so it does if bldr's end is gone.
+            if let Some(l) = &self.lifeline {
+                let stage = self.stage.take();
+                let _ = sys::send_with_fd(l.as_fd(), b"F", stage.as_ref().map(|f| f.as_fd()));
             }
         }
     }

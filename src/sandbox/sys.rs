@@ -705,11 +705,6 @@ pub fn close_fd(fd: RawFd) {
     }
 }
 
-/// Sends `fd` over a unix socket with one byte of data (unix(7), SCM_RIGHTS).
-pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    send_with_fd(sock, b"F", Some(fd))
-}
-
 /// Sends all of `bytes` on a stream socket, with `fd` (if any) riding on the first
 /// segment as SCM_RIGHTS (unix(7)).
 pub fn send_with_fd(
@@ -806,7 +801,8 @@ pub fn recv_line_with_fds(sock: BorrowedFd<'_>) -> Result<Option<LineWithFds>, E
     }
 }
 
-/// Receives one descriptor sent with [`send_fd`].
+/// Receives one descriptor sent with one byte by [`send_with_fd`]; `EBADMSG` when the
+/// byte came alone.
 pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     let mut fds = Vec::new();
     recv_with_fds(sock, &mut [0u8; 1], &mut fds)?;
