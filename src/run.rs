@@ -703,9 +703,13 @@ pub fn run(
         scratch: kept_scratch,
     };
     finish(rep, &state, &run_dir, publish, &report, opts.json);
-    // Before the lock goes: the build's namespaces, and with them the overlay, are gone
-    // once init is. Only then is the layer removed; the record is written by then.
-    watch.reap();
+    // The layer goes once no mount holds it: as soon as init has let go of the build's
+    // root, while it finishes exiting, or else once it is reaped. Either way before the
+    // lock goes, and after the record is written.
+    let early = discard.is_some() && watch.root_released();
+    if !early {
+        watch.reap();
+    }
     if let Some(dir) = discard {
         match scratch::remove_same_fs(dir) {
             Ok(left) if left.is_empty() => {}
@@ -720,6 +724,7 @@ pub fn run(
             )),
         }
     }
+    watch.reap();
     code
 }
 
@@ -816,9 +821,9 @@ pub struct Watch {
     pub interrupted_by: Option<i32>,
     pub init_code: i32,
     /// init and the thread reading its stderr, not yet waited for: once init has
-    /// said `cleaned` (with its exit code), every process of the build is dead, and the
-    /// kernel's teardown of the namespaces (a few hundred microseconds) runs while bldr
-    /// writes the record. [`Watch::reap`] waits for them.
+    /// said `cleaned` (with its exit code), every process of the build is dead, and init's
+    /// exit with the kernel's teardown of the namespaces (a few hundred microseconds)
+    /// runs while bldr writes the record. [`Watch::reap`] waits for them.
     pending: Option<(launch::Launched, std::thread::JoinHandle<Vec<String>>)>,
 }
 
@@ -830,6 +835,21 @@ impl Watch {
             let _ = sandbox.wait();
             let _ = stderr.join();
         }
+    }
+
+    /// Whether init, still exiting, has let go of the build's root (`root-released`), so
+    /// that no mount holds an overlay layer any more. False when init ended its stream
+    /// without saying so: the layer is then free only once init is reaped.
+    pub fn root_released(&mut self) -> bool {
+        let Some((sandbox, _)) = self.pending.as_mut() else {
+            return false;
+        };
+        while let Some(frame) = sandbox.next_frame() {
+            if frame == Frame::Event(Event::RootReleased) {
+                return true;
+            }
+        }
+        false
     }
 
     fn signal(&self) -> Option<i32> {
@@ -1093,7 +1113,12 @@ pub fn watch(
                         log.note(&format!("warning: could not remove mount point {l}"));
                         rep.warn(&format!("could not remove mount point {l}"));
                     }
+                    // The build is over and init said all it had to say about it; the
+                    // record need not wait for init's exit.
+                    break;
                 }
+                // Only ever after `Cleaned`, which ends this loop; see `Watch::root_released`.
+                Event::RootReleased => {}
                 Event::Note { message } => {
                     log.note(&message);
                     rep.warn(&message);

@@ -365,6 +365,12 @@ fn run(plan: &Plan, mut wire: Wire, early: Vec<u8>) -> i32 {
         leftover_mount_points: leftover,
         code,
     });
+    // bldr writes the record now. An overlay's layer can go only once no mount holds
+    // it; letting go of the root here, rather than at exit, lets bldr remove the layer
+    // while the rest of init's exit runs. Failing that, the layer goes after init.
+    if matches!(plan.root, crate::plan::Root::Overlay { .. }) && sys::release_root().is_ok() {
+        init.wire.send(Event::RootReleased);
+    }
     code
 }
 

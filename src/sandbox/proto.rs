@@ -49,6 +49,9 @@ pub enum Event {
         leftover_mount_points: Vec<String>,
         code: i32,
     },
+    /// Init has let go of the build's root after `Cleaned`: no mount of the build is left,
+    /// so an overlay's layer may be removed while init finishes exiting.
+    RootReleased,
     /// A file copied into the artifacts folder. `path` is relative to it (and to the
     /// rule's `from`); `path_hex` holds the exact bytes when they are not UTF-8.
     ArtifactCopied {

@@ -321,6 +321,50 @@ pub fn pivot_into(root: BorrowedFd<'_>) -> SysResult<()> {
     nix::unistd::chdir("/").map_err(err("enter", "/"))
 }
 
+/// Lets go of the build's root, for init once the build is over: the whole mount tree is
+/// detached (umount2(2) `MNT_DETACH` on `/`, which a namespace's root allows) and init's
+/// root and working directory move into an empty tmpfs that is attached nowhere
+/// (fsopen(2), fsmount(2)). With no mount and no process left on it, the kernel frees
+/// the tree before the last call returns, not when init exits: an overlay's layer is
+/// then no filesystem's any more. Every process of the build must be dead already.
+pub fn release_root() -> SysResult<()> {
+    nix::mount::umount2("/", MntFlags::MNT_DETACH).map_err(err("detach", "the build's root"))?;
+    // SAFETY: fsopen takes a NUL-terminated name that outlives the call and flags; it
+    // returns a new fd or -1.
+    let fs = syscall_result(unsafe {
+        libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), libc::FSOPEN_CLOEXEC)
+    })
+    .map_err(err("open a filesystem context for", "an empty tmpfs"))?;
+    // SAFETY: fsopen returned a fresh fd that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or aux; the fd is valid.
+    syscall_result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })
+    .map_err(err("create", "an empty tmpfs"))?;
+    // SAFETY: the fd is a created filesystem context; fsmount returns a new fd or -1.
+    let mnt = syscall_result(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, 0)
+    })
+    .map_err(err("mount", "an empty tmpfs"))?;
+    // SAFETY: fsmount returned a fresh fd that nothing else owns.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as RawFd) };
+    nix::unistd::fchdir(&mnt).map_err(err("enter", "an empty tmpfs"))?;
+    nix::unistd::chroot(".").map_err(err("chroot into", "an empty tmpfs"))?;
+    // The handle stays open until init exits: closing it now would tear down the
+    // tmpfs's own (anonymous) mount namespace, which waits for an RCU grace period
+    // that the caller need not wait for.
+    let _ = std::os::fd::IntoRawFd::into_raw_fd(mnt);
+    Ok(())
+}
+
 pub fn set_hostname(name: &str) -> SysResult<()> {
     nix::unistd::sethostname(name).map_err(err("set hostname", name))
 }

@@ -21,5 +21,6 @@ mod escape;
 mod leak;
 mod lifetime;
 mod propagation;
+mod release;
 mod system;
 mod tree;
