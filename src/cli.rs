@@ -312,7 +312,7 @@ pub fn main() -> i32 {
             let state = crate::state::state_dir();
             let inputs = PlanInputs {
                 host_env: run::host_env(),
-                scratch: state.join("scratch").join("<run-id>"),
+                scratch: state.join("scratch"),
             };
             let plan = plan::build(&p, &inputs).redacted();
             if json {
@@ -444,12 +444,12 @@ pub fn render_plan(plan: &Plan) -> String {
                 path.display()
             );
         }
-        Root::Overlay { lower, scratch, .. } => {
+        Root::Overlay { lower, upper, .. } => {
             let _ = writeln!(
                 s,
                 "root        overlay: {} read-only below, writes to {} (thrown away)",
                 lower.display(),
-                scratch.display()
+                upper.display()
             );
         }
     }

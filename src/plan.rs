@@ -30,13 +30,15 @@ pub enum Namespace {
 pub enum Root {
     /// The chroot itself, bound onto itself; writes land in it.
     Bind { path: PathBuf },
-    /// The chroot as the read-only lower layer of an overlay whose upper and work
-    /// directories live in `scratch`. `volatile`: the layer is thrown away after the run,
+    /// The chroot as the read-only lower layer of an overlay: the build's writes go to
+    /// `upper`, and `work` is overlayfs's own, both in the scratch space
+    /// ([`crate::scratch::Layer`]). `volatile`: the layer is thrown away after the run,
     /// so overlayfs need not sync it to disk (its `volatile` option, Linux 5.10): the
     /// sync on unmount cost more than the rest of an ephemeral run's overhead.
     Overlay {
         lower: PathBuf,
-        scratch: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
         #[serde(default)]
         volatile: bool,
     },
@@ -413,9 +415,11 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
         .collect();
 
     let root = if profile.ephemeral {
+        let layer = crate::scratch::Layer::throwaway(&inputs.scratch, "<run-id>");
         Root::Overlay {
             lower: profile.chroot.clone(),
-            scratch: inputs.scratch.clone(),
+            upper: layer.upper,
+            work: layer.work,
             volatile: false,
         }
     } else {

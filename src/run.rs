@@ -438,14 +438,15 @@ pub fn run(
     let run_dir = record::RunDir::new(&out, &profile.name, &run_id);
     let scratch = if profile.ephemeral {
         match scratch::create(&state, &run_id, opts.keep != Keep::Never) {
-            Ok(dir) => {
+            Ok(layer) => {
                 plan.root = plan::Root::Overlay {
                     lower: profile.chroot.clone(),
-                    scratch: dir.clone(),
+                    upper: layer.upper.clone(),
+                    work: layer.work.clone(),
                     // A layer that may be kept is synced like any other file system.
                     volatile: opts.keep == Keep::Never,
                 };
-                Some(dir)
+                Some(layer)
             }
             Err(e) => {
                 rep.error(&format!(
@@ -481,8 +482,8 @@ pub fn run(
         if let Ok((launched, _)) = sandbox {
             launched.abandon();
         }
-        if let Some(dir) = &scratch {
-            let _ = scratch::remove_same_fs(dir);
+        if let Some(layer) = &scratch {
+            let _ = scratch::remove(layer);
         }
         exit::SETUP
     };
@@ -651,7 +652,9 @@ pub fn run(
     };
     let mut kept_scratch = None;
     let mut discard = None;
-    if let Some(dir) = &scratch {
+    if let Some(layer) = &scratch {
+        // A layer that may be kept is one folder (`scratch::create`).
+        let dir = layer.folder.as_ref().unwrap_or(&layer.upper);
         if keep {
             log.note(&format!(
                 "overlay layer kept in {} (bldr shell --run {run_id})",
@@ -663,7 +666,7 @@ pub fn run(
             ));
             kept_scratch = Some(dir.clone());
         } else {
-            discard = Some(dir);
+            discard = Some(layer);
         }
     }
     let report = Report {
@@ -710,8 +713,9 @@ pub fn run(
     if !early {
         watch.reap();
     }
-    if let Some(dir) = discard {
-        match scratch::remove_same_fs(dir) {
+    if let Some(layer) = discard {
+        let dir = layer.folder.as_ref().unwrap_or(&layer.upper);
+        match scratch::remove(layer) {
             Ok(left) if left.is_empty() => {}
             Ok(left) => rep.warn(&format!(
                 "left {} entries on other filesystems in {}",

@@ -1,6 +1,8 @@
-//! Scratch space for ephemeral runs: `<state>/scratch/<run-id>/{upper,work}`, the
-//! overlay's writable layer on disk (an `emerge @world` writes gigabytes; RAM would not
-//! do). The folder carries a `CACHEDIR.TAG` so tar, borg and restic skip it. Removal
+//! Scratch space for ephemeral runs: the overlay's writable layer on disk (an
+//! `emerge @world` writes gigabytes; RAM would not do), under `<state>/scratch`, which
+//! carries a `CACHEDIR.TAG` so tar, borg and restic skip it. A layer that may be kept is
+//! one folder, `<run-id>/{upper,work}`, with a tag of its own; a throwaway layer is two
+//! folders side by side, `<run-id>` (what the build wrote) and `<run-id>.work`. Removal
 //! never crosses into another filesystem, so it can never delete through a mount.
 
 use std::fs;
@@ -22,33 +24,77 @@ pub fn tag(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates the scratch folder of one run, with the overlay's two directories. The
-/// `scratch` folder above it is tagged, which covers every layer in it. A layer that may
-/// be kept (`keep`) carries a tag of its own too, in case it is moved or backed up on its
-/// own; it is made under a temporary name and renamed, so it is never seen untagged. A
-/// throwaway layer skips that: on a file system mounted with `discard`, every file made
-/// and removed per run shows in an ephemeral run's start-up.
-pub fn create(state: &Path, run_id: &str, keep: bool) -> io::Result<PathBuf> {
+/// One run's overlay layer: the folder the build's writes go to and overlayfs's work
+/// folder, which must be on the same filesystem and not inside each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// The folder holding both, for a layer that may be kept; `None` for a throwaway one.
+    pub folder: Option<PathBuf>,
+}
+
+impl Layer {
+    /// Where run `run_id`'s throwaway layer goes in `scratch`. Pure.
+    pub fn throwaway(scratch: &Path, run_id: &str) -> Layer {
+        Layer {
+            upper: scratch.join(run_id),
+            work: scratch.join(format!("{run_id}.work")),
+            folder: None,
+        }
+    }
+
+    /// The layer kept in `folder` (`--keep`, re-entered by `bldr shell --run`). Pure.
+    pub fn kept(folder: &Path) -> Layer {
+        Layer {
+            upper: folder.join("upper"),
+            work: folder.join("work"),
+            folder: Some(folder.to_path_buf()),
+        }
+    }
+}
+
+/// Creates the overlay layer of one run. The `scratch` folder above it is tagged, which
+/// covers every layer in it. A layer that may be kept (`keep`) is one folder with a tag of
+/// its own too, in case it is moved or backed up on its own; it is made under a
+/// temporary name and renamed, so it is never seen untagged. A throwaway layer skips the
+/// tag and the folder around its two: where freeing a folder's block waits for the disk
+/// (ext4 without a journal, mounted `discard`), every folder made and removed per run
+/// shows in an ephemeral run's time.
+pub fn create(state: &Path, run_id: &str, keep: bool) -> io::Result<Layer> {
     let root = state.join("scratch");
     fs::create_dir_all(&root)?;
     tag(&root)?;
-    let dir = root.join(run_id);
-    let tmp = if keep {
-        root.join(format!(".{run_id}.new"))
-    } else {
-        dir.clone()
-    };
-    fs::create_dir(&tmp)?;
-    if keep {
-        tag(&tmp)?;
+    if !keep {
+        let layer = Layer::throwaway(&root, run_id);
+        fs::create_dir(&layer.upper)?;
+        if let Err(e) = fs::create_dir(&layer.work) {
+            let _ = fs::remove_dir(&layer.upper);
+            return Err(e);
+        }
+        return Ok(layer);
     }
+    let tmp = root.join(format!(".{run_id}.new"));
+    fs::create_dir(&tmp)?;
+    tag(&tmp)?;
     for sub in ["upper", "work"] {
         fs::create_dir(tmp.join(sub))?;
     }
-    if keep {
-        fs::rename(&tmp, &dir)?;
+    let folder = root.join(run_id);
+    fs::rename(&tmp, &folder)?;
+    Ok(Layer::kept(&folder))
+}
+
+/// Removes `layer` with [`remove_same_fs`]; returns the paths left on other filesystems.
+pub fn remove(layer: &Layer) -> io::Result<Vec<PathBuf>> {
+    match &layer.folder {
+        Some(folder) => remove_same_fs(folder),
+        None => {
+            let mut left = remove_same_fs(&layer.upper)?;
+            left.extend(remove_same_fs(&layer.work)?);
+            Ok(left)
+        }
     }
-    Ok(dir)
 }
 
 /// Removes `dir` and everything below it that is on the same filesystem as `dir`. An
@@ -96,19 +142,33 @@ mod tests {
     #[test]
     fn scratch_is_tagged_and_removed() {
         let state = tempfile::tempdir().unwrap();
-        let dir = create(state.path(), "r1", false).unwrap();
+        let scratch = state.path().join("scratch");
+        let layer = create(state.path(), "r1", false).unwrap();
+        assert_eq!(layer, Layer::throwaway(&scratch, "r1"));
+        assert!(layer.upper.is_dir() && layer.work.is_dir());
         let tagged = |d: &Path| {
             fs::read_to_string(d.join("CACHEDIR.TAG"))
                 .is_ok_and(|t| t.starts_with("Signature: 8a477f597d28d172789f06886806bc55"))
         };
-        assert!(tagged(&state.path().join("scratch")));
-        assert!(!tagged(&dir), "a throwaway layer has no tag of its own");
-        assert!(tagged(&create(state.path(), "r2", true).unwrap()));
-        fs::create_dir_all(dir.join("upper/etc/deep")).unwrap();
-        fs::write(dir.join("upper/etc/deep/f"), "x").unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", dir.join("upper/link")).unwrap();
-        assert!(remove_same_fs(&dir).unwrap().is_empty());
-        assert!(!dir.exists());
+        assert!(tagged(&scratch));
+        assert!(
+            !tagged(&layer.upper),
+            "a throwaway layer has no tag of its own"
+        );
+        let kept = create(state.path(), "r2", true).unwrap();
+        assert_eq!(kept, Layer::kept(&scratch.join("r2")));
+        assert!(tagged(&scratch.join("r2")) && kept.upper.is_dir() && kept.work.is_dir());
+        fs::create_dir_all(layer.upper.join("etc/deep")).unwrap();
+        fs::write(layer.upper.join("etc/deep/f"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", layer.upper.join("link")).unwrap();
+        assert!(remove(&layer).unwrap().is_empty());
+        assert!(!layer.upper.exists() && !layer.work.exists());
+        assert!(remove(&kept).unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(&scratch).unwrap().count(),
+            1,
+            "only the tag is left"
+        );
         assert!(
             Path::new("/etc/passwd").exists(),
             "a link's target is never touched"

@@ -119,20 +119,23 @@ pub fn shell(
     // An ephemeral shell gets a throwaway layer; `--run` re-enters a kept one as it is.
     let mut throwaway = None;
     if let Some(dir) = kept_scratch {
+        let layer = crate::scratch::Layer::kept(&dir);
         plan.root = plan::Root::Overlay {
             lower: p.chroot.clone(),
-            scratch: dir,
+            upper: layer.upper,
+            work: layer.work,
             volatile: false,
         };
     } else if p.ephemeral {
         match crate::scratch::create(&state, &format!("shell-{id}"), false) {
-            Ok(dir) => {
+            Ok(layer) => {
                 plan.root = plan::Root::Overlay {
                     lower: p.chroot.clone(),
-                    scratch: dir.clone(),
+                    upper: layer.upper.clone(),
+                    work: layer.work.clone(),
                     volatile: true,
                 };
-                throwaway = Some(dir);
+                throwaway = Some(layer);
             }
             Err(e) => {
                 rep.error(&format!("cannot create the overlay layer: {e}"));
@@ -141,8 +144,8 @@ pub fn shell(
         }
     }
     let code = crate::sandbox::tty::run_interactive(rep, &plan, Some(&lock.file));
-    if let Some(dir) = throwaway {
-        let _ = crate::scratch::remove_same_fs(&dir);
+    if let Some(layer) = throwaway {
+        let _ = crate::scratch::remove(&layer);
     }
     code
 }

@@ -277,14 +277,14 @@ impl MountSys for LiveMounts {
             }
             Root::Overlay {
                 lower,
-                scratch,
+                upper,
+                work,
                 volatile,
             } => {
                 // The overlay goes over the chroot itself, in this namespace only:
                 // overlayfs takes hold of its lower layer before covering it, and no
                 // extra mount point has to be made and removed per run.
-                let (upper, work) = (scratch.join("upper"), scratch.join("work"));
-                for p in [lower, &upper, &work] {
+                for p in [lower, upper, work] {
                     if !overlay_safe(p) {
                         return Err(SysError {
                             op: "mount the overlay with",
@@ -298,8 +298,8 @@ impl MountSys for LiveMounts {
                 }
                 // A kernel without `volatile` (before 5.10) refuses it; the layer is then
                 // synced on unmount as any other.
-                if !(*volatile && sys::mount_overlay(lower, &upper, &work, lower, true).is_ok()) {
-                    sys::mount_overlay(lower, &upper, &work, lower, false)?;
+                if !(*volatile && sys::mount_overlay(lower, upper, work, lower, true).is_ok()) {
+                    sys::mount_overlay(lower, upper, work, lower, false)?;
                 }
                 lower.clone()
             }

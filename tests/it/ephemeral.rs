@@ -304,15 +304,20 @@ fn scratch_is_tagged_during_the_run_and_removed_after_it() {
         "the build never started: {}",
         bg.stderr()
     );
-    let during = scratch_runs(&world);
-    assert_eq!(during.len(), 1, "{during:?}; {}", bg.stderr());
+    let mut during = scratch_runs(&world);
+    during.sort();
+    // A throwaway layer is two folders side by side: `<run-id>`, where the build's
+    // writes land, and overlayfs's `<run-id>.work`.
+    assert_eq!(during.len(), 2, "{during:?}; {}", bg.stderr());
+    assert_eq!(during[1], format!("{}.work", during[0]), "{during:?}");
+    assert_eq!(
+        fs::read_to_string(scratch.join(&during[0]).join("etc/x")).ok().as_deref(),
+        Some("x\n"),
+        "the build's write is not in the layer: {during:?}"
+    );
     // The scratch folder's tag covers the throwaway layer below it; only a layer that
     // may be kept gets one of its own (keep_keeps_the_overlay_layer_of_an_ephemeral_run).
     assert_tagged(&scratch);
-    assert!(
-        scratch.join(&during[0]).join("upper").is_dir(),
-        "{during:?}"
-    );
     fs::write(ctl.join("go"), "").unwrap();
     assert_eq!(bg.wait(HANG).code(), Some(0), "{}", bg.stderr());
     assert!(
