@@ -1005,7 +1005,19 @@ pub fn watch(
                         "sandbox pid namespace pid:[{pid_ns}], mount namespace mnt:[{mnt_ns}]"
                     ));
                 }
-                Event::Ready => log.note("sandbox ready: mounts in place, root pivoted"),
+                Event::Ready => {
+                    log.note("sandbox ready: mounts in place, root pivoted");
+                    // The overlay is mounted: the mark of a volatile mount has done its
+                    // part, and removing it now spares the run's end that much.
+                    if let plan::Root::Overlay {
+                        work,
+                        volatile: true,
+                        ..
+                    } = &plan.root
+                    {
+                        scratch::remove_volatile_mark(work);
+                    }
+                }
                 Event::SetupFailed { message } => {
                     rep.error(&format!("sandbox setup failed: {message}"));
                     log.note(&format!("sandbox setup failed: {message}"));

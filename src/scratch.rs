@@ -85,6 +85,20 @@ pub fn create(state: &Path, run_id: &str, keep: bool) -> io::Result<Layer> {
     Ok(Layer::kept(&folder))
 }
 
+/// Removes the mark that overlayfs leaves in the work folder `work` of a `volatile`
+/// mount, `work/incompat/volatile` with its `dirty` file, once the overlay is mounted.
+/// overlayfs reads it only when mounting (a later mount over the same folders refuses to
+/// start while it is there: the layer may be incomplete) and never writes it again, so
+/// it can go while the build runs, instead of with the rest of the layer at the end,
+/// where every folder removed on a filesystem that discards as it frees is time the run
+/// waits. Nothing left is no error: the mark is there only if the kernel knew `volatile`.
+pub fn remove_volatile_mark(work: &Path) {
+    let incompat = work.join("work").join("incompat");
+    if fs::symlink_metadata(&incompat).is_ok_and(|m| m.is_dir()) {
+        let _ = remove_same_fs(&incompat);
+    }
+}
+
 /// Removes `layer` with [`remove_same_fs`]; returns the paths left on other filesystems.
 pub fn remove(layer: &Layer) -> io::Result<Vec<PathBuf>> {
     match &layer.folder {

@@ -311,7 +311,9 @@ fn scratch_is_tagged_during_the_run_and_removed_after_it() {
     assert_eq!(during.len(), 2, "{during:?}; {}", bg.stderr());
     assert_eq!(during[1], format!("{}.work", during[0]), "{during:?}");
     assert_eq!(
-        fs::read_to_string(scratch.join(&during[0]).join("etc/x")).ok().as_deref(),
+        fs::read_to_string(scratch.join(&during[0]).join("etc/x"))
+            .ok()
+            .as_deref(),
         Some("x\n"),
         "the build's write is not in the layer: {during:?}"
     );
