@@ -268,10 +268,14 @@ impl MountSys for LiveMounts {
                 sys::bind_onto_itself(path)?;
                 // The bind is recursive, so mounts the host has on the chroot's
                 // /proc, /sys, /dev or /run (a chroot session that was never cleaned
-                // up) came along; they go, in this namespace only (SPEC §4.2).
-                let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-                for m in host_system_mounts(&sys::own_mount_points()?, &real) {
-                    while sys::unmount_nofollow(&m).is_ok() {}
+                // up) came along; they go, in this namespace only (SPEC §4.2). Most
+                // chroots have no mount below them at all, which one call tells.
+                let bound = sys::open_path(path)?;
+                if sys::has_submounts(bound.as_fd()) != Some(false) {
+                    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+                    for m in host_system_mounts(&sys::own_mount_points()?, &real) {
+                        while sys::unmount_nofollow(&m).is_ok() {}
+                    }
                 }
                 path.clone()
             }
