@@ -442,24 +442,42 @@ fn mount_lines(mut f: &File) -> Vec<String> {
 /// /proc/self/mountinfo reports POLLPRI once its namespace's table has changed since the
 /// file was opened (proc(5)), so an unchanged table, the usual case, is known without
 /// generating it a second time; a changed one is read again and compared.
+///
+/// The watch begins when the file is opened ([`MountWatch::start`]); the table itself is
+/// read a little later ([`MountWatch::read_table`]), once init has its plan and sets up
+/// its mounts, which takes the read off the path to the build's start. A change between
+/// the two is seen all the same: the poll says so, and the run is reported not clean.
 pub struct MountWatch {
     file: Option<File>,
     before: Vec<String>,
+    changed_before_read: bool,
 }
 
 impl MountWatch {
     pub fn start() -> MountWatch {
-        let file = File::open("/proc/self/mountinfo").ok();
-        let before = file.as_ref().map(mount_lines).unwrap_or_default();
-        MountWatch { file, before }
+        MountWatch {
+            file: File::open("/proc/self/mountinfo").ok(),
+            before: Vec::new(),
+            changed_before_read: false,
+        }
+    }
+
+    /// Reads the table the end of the run compares with.
+    pub fn read_table(&mut self) {
+        use std::os::fd::AsFd;
+        if let Some(f) = &self.file {
+            self.changed_before_read = crate::sandbox::sys::mount_table_changed(f.as_fd());
+            self.before = mount_lines(f);
+        }
     }
 
     pub fn finish(&self) -> HostClean {
         use std::os::fd::AsFd;
-        let unchanged = self
-            .file
-            .as_ref()
-            .is_some_and(|f| !crate::sandbox::sys::mount_table_changed(f.as_fd()));
+        let unchanged = !self.changed_before_read
+            && self
+                .file
+                .as_ref()
+                .is_some_and(|f| !crate::sandbox::sys::mount_table_changed(f.as_fd()));
         if unchanged {
             let n = self.before.len();
             return HostClean {
@@ -470,7 +488,10 @@ impl MountWatch {
                 disappeared: vec![],
             };
         }
-        compare_mounts(&self.before, &host_mounts())
+        let mut clean = compare_mounts(&self.before, &host_mounts());
+        // What changed before the table was read is in neither list, but it changed.
+        clean.clean &= !self.changed_before_read;
+        clean
     }
 }
 

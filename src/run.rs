@@ -462,9 +462,9 @@ pub fn run(
     if !plan.artifacts.is_empty() {
         plan.artifacts_dir = Some(run_dir.work.join("artifacts"));
     }
-    // Before the sandbox exists: the host's mount table as it was, and what a killed run
-    // left in the chroot cleaned up before init makes mount points of its own.
-    let mounts = record::MountWatch::start();
+    // Before init has its plan: the watch on the host's mount table, and what a killed
+    // run left in the chroot cleaned up before init makes mount points of its own.
+    let mut mounts = record::MountWatch::start();
     let mut journal = MountJournal::for_run(&state, profile);
     let replayed = journal.replay(rep, &profile.chroot);
     // Init gets its plan now and sets up the mounts while the run directory is made; it
@@ -476,6 +476,8 @@ pub fn run(
             .and_then(|m| m.hand(&plan, Some(&chroot_lock.file)))
             .map_err(Unstarted::Failed),
     };
+    // The table itself is read while init sets up its mounts (they are its own).
+    mounts.read_table();
     let abandon = |sandbox: Result<(launch::Launched, launch::SandboxStderr), Unstarted>| {
         // Init sees the end of its stdin instead of the go, removes its mount points and
         // exits; the overlay layer goes once it has.
