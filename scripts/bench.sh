@@ -9,6 +9,7 @@
 # Environment: BENCH_DIR (scratch, default /var/tmp/bldr-bench), BENCH_RUNS (default 30),
 # BENCH_STARTUP_RUNS (default 150; the millisecond-long start-up and ephemeral runs),
 # BENCH_INTERLEAVE_ROUNDS (default 300; the interleaved rounds that judge the ratios),
+# BENCH_SETTLE (seconds to wait before a timed section, default 31; see settle()),
 # BENCH_DEBIAN_ROOT (a debootstrap root over 500 MB; made with `bldr root create` when
 # missing), BENCH_QUICK=1 (smaller artifact and memory sets, for a smoke run).
 set -euo pipefail
@@ -83,8 +84,38 @@ tmpfs: [/tmp]
 shared: [{source: $dir/share, target: /mnt/share}]
 commands: ['true']"
 
+# Waits for the disk to settle before a timed section: syncs what was written, then
+# waits half a minute. On this VM's root filesystem (ext4 without a journal, mounted
+# discard), right after a burst of writing and deleting (150 bldr runs; the artifact and
+# memory sections, which delete 110,000 files), making a folder took 250-270 us instead
+# of 30-40 us, back to normal after a sync or about 30 s (ext4 without a journal also
+# avoids reusing inodes deleted in the last 30 s). bldr makes a few files and folders
+# per run, its peers almost none.
+settle() {
+    sync
+    sleep "${BENCH_SETTLE:-31}"
+}
+
+# How fast this disk makes and removes a folder right now: bldr writes its records there
+# (and an ephemeral run's layer), its peers mostly do not, so a disk still busy with
+# earlier work weighs on bldr alone. The report prints it beside the machine.
+disk_latency() {
+    python3 - "$dir" <<'PY'
+import os, statistics, sys, time
+d = os.path.join(sys.argv[1], "disk-probe")
+os.makedirs(d, exist_ok=True)
+t = []
+for i in range(50):
+    p = os.path.join(d, str(i))
+    a = time.perf_counter(); os.mkdir(p); os.rmdir(p); t.append(time.perf_counter() - a)
+os.rmdir(d)
+print(f"{statistics.median(t) * 1e6:.0f}")
+PY
+}
+
 # --- 1. start-up ---------------------------------------------------------------------
-sync  # what the fixtures wrote is on the disk before anything is timed
+settle
+disk_latency > "$results/disk-before.txt"
 say "1. start-up: one command (true) with /proc, /dev, a tmpfs and a shared tree"
 group startup "--warmup 10 --runs $startup_runs" \
     bldr "$wrap $bldr run $dir/startup.yaml --progress none" \
@@ -107,7 +138,7 @@ group ephemeral "--warmup 10 --runs $startup_runs" \
 # minute to the next lands on one side of a ratio. The targets are judged on these
 # rounds instead: every round runs each command once, in a fresh random order.
 say "1 and 2 again, interleaved ($interleave_rounds rounds): the ratio targets"
-sync
+settle
 # One pass per target, with the two commands it compares only: what one command leaves
 # the kernel to do after it exits (the disk writing a record) lands on the next one.
 # interleaved SECTION NAME COMMAND [NAME COMMAND ...]
@@ -123,7 +154,7 @@ interleaved() {
 interleaved startup \
     "bldr" "$wrap $bldr run $dir/startup.yaml --progress none" \
     "bwrap" "$wrap bwrap --bind $root / --proc /proc --dev /dev --tmpfs /tmp --bind $dir/share /mnt/share --unshare-pid --unshare-uts --unshare-ipc --die-with-parent /bin/true"
-sync
+settle
 interleaved ephemeral \
     "bldr --ephemeral" "$wrap $bldr run $dir/deb.yaml --ephemeral --progress none" \
     "bldr" "$wrap $bldr run $dir/deb.yaml --progress none"
@@ -133,6 +164,8 @@ interleaved ephemeral \
 group nspawn-x "--warmup 1 --runs 3" \
     "systemd-nspawn -x" "$wrap systemd-nspawn --register=no --keep-unit -q -x -D $debian /bin/true"
 sync
+
+disk_latency > "$results/disk-after-ratios.txt"
 
 # --- 3. artifacts --------------------------------------------------------------------
 if [ "$quick" = 1 ]; then nfiles=1000; fsize=100000; else nfiles=10000; fsize=110000; fi
@@ -174,7 +207,7 @@ done
 rm -rf --one-file-system "$dir/memout"
 
 # --- 5. scaling ----------------------------------------------------------------------
-sync  # the artifact and memory runs' gigabytes are on the disk before this is timed
+settle  # the artifact and memory runs wrote and deleted gigabytes
 say "5. start-up with 1, 10 and 100 shared trees"
 for n in 1 10 100; do
     shares=""
