@@ -655,8 +655,7 @@ pub fn run(
     let mut kept_scratch = None;
     let mut discard = None;
     if let Some(layer) = &scratch {
-        // A layer that may be kept is one folder (`scratch::create`).
-        let dir = layer.folder.as_ref().unwrap_or(&layer.upper);
+        let dir = layer.path();
         if keep {
             log.note(&format!(
                 "overlay layer kept in {} (bldr shell --run {run_id})",
@@ -666,7 +665,7 @@ pub fn run(
                 "kept the overlay layer in {}; `bldr shell --run {run_id}` enters it",
                 dir.display()
             ));
-            kept_scratch = Some(dir.clone());
+            kept_scratch = Some(dir.to_path_buf());
         } else {
             discard = Some(layer);
         }
@@ -716,7 +715,7 @@ pub fn run(
         watch.reap();
     }
     if let Some(layer) = discard {
-        let dir = layer.folder.as_ref().unwrap_or(&layer.upper);
+        let dir = layer.path();
         match scratch::remove(layer) {
             Ok(left) if left.is_empty() => {}
             Ok(left) => rep.warn(&format!(

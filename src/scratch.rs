@@ -44,6 +44,12 @@ impl Layer {
         }
     }
 
+    /// The folder that names the layer: its own folder, or for a throwaway layer the one
+    /// the build's writes go to.
+    pub fn path(&self) -> &Path {
+        self.folder.as_deref().unwrap_or(&self.upper)
+    }
+
     /// The layer kept in `folder` (`--keep`, re-entered by `bldr shell --run`). Pure.
     pub fn kept(folder: &Path) -> Layer {
         Layer {
@@ -160,6 +166,11 @@ mod tests {
         let layer = create(state.path(), "r1", false).unwrap();
         assert_eq!(layer, Layer::throwaway(&scratch, "r1"));
         assert!(layer.upper.is_dir() && layer.work.is_dir());
+        assert_eq!(
+            layer.path(),
+            scratch.join("r1"),
+            "a throwaway layer is named by its upper folder"
+        );
         let tagged = |d: &Path| {
             fs::read_to_string(d.join("CACHEDIR.TAG"))
                 .is_ok_and(|t| t.starts_with("Signature: 8a477f597d28d172789f06886806bc55"))
@@ -171,6 +182,7 @@ mod tests {
         );
         let kept = create(state.path(), "r2", true).unwrap();
         assert_eq!(kept, Layer::kept(&scratch.join("r2")));
+        assert_eq!(kept.path(), scratch.join("r2"));
         assert!(tagged(&scratch.join("r2")) && kept.upper.is_dir() && kept.work.is_dir());
         fs::create_dir_all(layer.upper.join("etc/deep")).unwrap();
         fs::write(layer.upper.join("etc/deep/f"), "x").unwrap();

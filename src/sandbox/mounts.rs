@@ -263,7 +263,7 @@ impl MountSys for LiveMounts {
     }
 
     fn prepare_root(&mut self, root: &Root) -> SysResult<()> {
-        let path = match root {
+        let (path, handle) = match root {
             Root::Bind { path } => {
                 sys::bind_onto_itself(path)?;
                 // The bind is recursive, so mounts the host has on the chroot's
@@ -277,7 +277,7 @@ impl MountSys for LiveMounts {
                         while sys::unmount_nofollow(&m).is_ok() {}
                     }
                 }
-                path.clone()
+                (path.clone(), bound)
             }
             Root::Overlay {
                 lower,
@@ -305,10 +305,10 @@ impl MountSys for LiveMounts {
                 if !(*volatile && sys::mount_overlay(lower, upper, work, lower, true).is_ok()) {
                     sys::mount_overlay(lower, upper, work, lower, false)?;
                 }
-                lower.clone()
+                (lower.clone(), sys::open_path(lower)?)
             }
         };
-        self.root = Some(sys::open_path(&path)?);
+        self.root = Some(handle);
         self.root_path = path;
         Ok(())
     }
