@@ -8,7 +8,7 @@ use crate::profile::{Network, Profile};
 use crate::units::Size;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The grace period between SIGTERM and SIGKILL when a build is stopped.
 pub const GRACE_MS: u64 = 10_000;
@@ -42,6 +42,18 @@ pub enum Root {
         #[serde(default)]
         volatile: bool,
     },
+}
+
+impl Root {
+    /// `lower` under the overlay layer `layer`.
+    pub fn overlay(lower: &Path, layer: &crate::scratch::Layer, volatile: bool) -> Root {
+        Root::Overlay {
+            lower: lower.to_path_buf(),
+            upper: layer.upper.clone(),
+            work: layer.work.clone(),
+            volatile,
+        }
+    }
 }
 
 /// A device node created in the fresh /dev.
@@ -416,12 +428,7 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
 
     let root = if profile.ephemeral {
         let layer = crate::scratch::Layer::throwaway(&inputs.scratch, "<run-id>");
-        Root::Overlay {
-            lower: profile.chroot.clone(),
-            upper: layer.upper,
-            work: layer.work,
-            volatile: false,
-        }
+        Root::overlay(&profile.chroot, &layer, false)
     } else {
         Root::Bind {
             path: profile.chroot.clone(),

@@ -439,13 +439,8 @@ pub fn run(
     let scratch = if profile.ephemeral {
         match scratch::create(&state, &run_id, opts.keep != Keep::Never) {
             Ok(layer) => {
-                plan.root = plan::Root::Overlay {
-                    lower: profile.chroot.clone(),
-                    upper: layer.upper.clone(),
-                    work: layer.work.clone(),
-                    // A layer that may be kept is synced like any other file system.
-                    volatile: opts.keep == Keep::Never,
-                };
+                // A layer that may be kept is synced like any other file system.
+                plan.root = plan::Root::overlay(&profile.chroot, &layer, opts.keep == Keep::Never);
                 Some(layer)
             }
             Err(e) => {
@@ -707,14 +702,10 @@ pub fn run(
         scratch: kept_scratch,
     };
     finish(rep, &state, &run_dir, publish, &report, opts.json);
-    // The layer goes once no mount holds it: as soon as init has let go of the build's
-    // root, while it finishes exiting, or else once it is reaped. Either way before the
-    // lock goes, and after the record is written.
-    let early = discard.is_some() && watch.root_released();
-    if !early {
-        watch.reap();
-    }
+    // The layer goes once no mount holds it, before the lock goes, and after the record is
+    // written.
     if let Some(layer) = discard {
+        watch.wait_until_root_free();
         let dir = layer.path();
         match scratch::remove(layer) {
             Ok(left) if left.is_empty() => {}
@@ -842,19 +833,17 @@ impl Watch {
         }
     }
 
-    /// Whether init, still exiting, has let go of the build's root (`root-released`), so
-    /// that no mount holds an overlay layer any more. False when init ended its stream
-    /// without saying so: the layer is then free only once init is reaped.
-    pub fn root_released(&mut self) -> bool {
-        let Some((sandbox, _)) = self.pending.as_mut() else {
-            return false;
-        };
-        while let Some(frame) = sandbox.next_frame() {
-            if frame == Frame::Event(Event::RootReleased) {
-                return true;
+    /// Returns once no mount holds the build's root any more: as soon as init, still
+    /// exiting, says it has let go of it (`root-released`), or else once init is reaped.
+    pub fn wait_until_root_free(&mut self) {
+        if let Some((sandbox, _)) = self.pending.as_mut() {
+            while let Some(frame) = sandbox.next_frame() {
+                if frame == Frame::Event(Event::RootReleased) {
+                    return;
+                }
             }
         }
-        false
+        self.reap();
     }
 
     fn signal(&self) -> Option<i32> {
@@ -1134,7 +1123,8 @@ pub fn watch(
                     // record need not wait for init's exit.
                     break;
                 }
-                // Only ever after `Cleaned`, which ends this loop; see `Watch::root_released`.
+                // Only ever after `Cleaned`, which ends this loop; see
+                // `Watch::wait_until_root_free`.
                 Event::RootReleased => {}
                 Event::Note { message } => {
                     log.note(&message);

@@ -119,22 +119,11 @@ pub fn shell(
     // An ephemeral shell gets a throwaway layer; `--run` re-enters a kept one as it is.
     let mut throwaway = None;
     if let Some(dir) = kept_scratch {
-        let layer = crate::scratch::Layer::kept(&dir);
-        plan.root = plan::Root::Overlay {
-            lower: p.chroot.clone(),
-            upper: layer.upper,
-            work: layer.work,
-            volatile: false,
-        };
+        plan.root = plan::Root::overlay(&p.chroot, &crate::scratch::Layer::kept(&dir), false);
     } else if p.ephemeral {
         match crate::scratch::create(&state, &format!("shell-{id}"), false) {
             Ok(layer) => {
-                plan.root = plan::Root::Overlay {
-                    lower: p.chroot.clone(),
-                    upper: layer.upper.clone(),
-                    work: layer.work.clone(),
-                    volatile: true,
-                };
+                plan.root = plan::Root::overlay(&p.chroot, &layer, true);
                 throwaway = Some(layer);
             }
             Err(e) => {
