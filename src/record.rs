@@ -75,9 +75,7 @@ impl RunDir {
         }
         fs::create_dir(&self.work)
     }
-}
 
-impl RunDir {
     /// Publishes the run: one rename, so it is never half-visible under its final name.
     /// `rename` refuses to replace a non-empty directory, so no earlier run is touched.
     pub fn publish(&self) -> io::Result<()> {
@@ -515,6 +513,20 @@ pub fn compare_mounts(before: &[String], after: &[String]) -> HostClean {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_before_the_table_was_read_makes_the_run_not_clean() {
+        // No file to poll: the end reads the table again and compares, as after a change.
+        let watch = |changed_before_read| MountWatch {
+            file: None,
+            before: host_mounts(),
+            changed_before_read,
+        };
+        assert!(watch(false).finish().clean, "the same table twice is clean");
+        let hc = watch(true).finish();
+        assert!(!hc.clean, "a change neither list names still counts");
+        assert!(hc.appeared.is_empty() && hc.disappeared.is_empty());
+    }
 
     #[test]
     fn run_ids_sort_by_time() {
