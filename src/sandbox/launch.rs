@@ -1,7 +1,7 @@
 //! The main process's side of the sandbox: start init as a fresh exec of bldr in a new
-//! PID namespace, hand it its plan and then its go, read the frame stream, forward signals, and keep
-//! the artifacts folder until init asks for it. The main process itself never creates a
-//! namespace.
+//! PID namespace, hand it its plan and then its go, read the frame stream, forward
+//! signals, and keep the artifacts folder until init asks for it. The main process
+//! itself never creates a namespace.
 
 use super::proto::{read_frame, Frame};
 use super::sys;

@@ -668,8 +668,9 @@ pub fn spawn_command(
 /// start with actions it must not pass on, SIG_IGN for SIGINT and SIGQUIT from a caller
 /// that ignores them (a script's background job; bldr starts init before its own
 /// handlers exist); an ignored signal survives exec and would reach every process of the
-/// build, and a blocked-and-ignored one never reaches init's signalfd. The raw rt_sigaction(2) syscall is used because glibc's
-/// sigaction refuses its internal signals.
+/// build, and a blocked-and-ignored one never reaches init's signalfd. The raw
+/// rt_sigaction(2) syscall is used because glibc's sigaction refuses its internal
+/// signals.
 pub fn reset_signal_actions() {
     // The kernel's struct sigaction (x86_64 and the generic layout: handler, flags,
     // restorer, mask); all zero is SIG_DFL with no flags.
