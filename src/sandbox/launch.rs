@@ -87,7 +87,7 @@ pub fn start() -> io::Result<Starting> {
         let hint = if super::is_root() {
             "the kernel refused; `bldr check` lists what this host supports"
         } else {
-            "run as root (sudo bldr ...)"
+            "run as root: sudo bldr ..."
         };
         io::Error::other(format!(
             "cannot create the build's namespaces: {} ({hint})",

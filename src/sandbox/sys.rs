@@ -23,7 +23,7 @@ impl fmt::Display for SysError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: {}", self.op, self.what, self.errno.desc())?;
         let hint = match self.errno {
-            Errno::EPERM if !super::is_root() => Some("run as root (sudo bldr ...)"),
+            Errno::EPERM if !super::is_root() => Some("run as root: sudo bldr ..."),
             Errno::EPERM => Some("the kernel or a security module refused it; `bldr check` lists what this host supports"),
             Errno::ENOSYS => Some("the kernel is too old for this call; `bldr check` says what is missing"),
             Errno::EROFS => Some("the mount point must be created in a read-only tree; create it there, or share the tree writable"),
