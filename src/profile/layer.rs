@@ -77,6 +77,16 @@ impl Origin {
         self.file().and_then(Path::parent)
     }
 
+    /// `value` as the file writes it: a number keeps its digits (`0o644`, `3.10`, `007`),
+    /// not what YAML reads them as. Any other scalar is its text already.
+    pub fn as_written(&self, value: &Scalar) -> String {
+        let written = value
+            .was_number
+            .then(|| self.index.as_ref()?.written(&self.key))
+            .flatten();
+        written.unwrap_or(&value.text).to_string()
+    }
+
     /// Line and column, where the file's index knows them.
     pub fn pos(&self) -> Option<Pos> {
         self.index.as_ref()?.find(&self.key)

@@ -25,6 +25,9 @@ pub struct KeyIndex {
     pub second_document: Option<Pos>,
     /// Where the nesting first goes deeper than [`MAX_DEPTH`], if it does.
     pub too_deep: Option<Pos>,
+    /// Each scalar value as written, by key path: YAML reads `0o644` and `3.10` as the
+    /// numbers 420 and 3.1, and a mode or a variable's value wants the text.
+    written: HashMap<String, String>,
 }
 
 /// The deepest nesting of maps and lists accepted. A profile needs four levels
@@ -49,6 +52,11 @@ impl KeyIndex {
             return partial;
         }
         builder.index
+    }
+
+    /// The scalar value at `path` exactly as the file writes it, if it is one.
+    pub fn written(&self, path: &str) -> Option<&str> {
+        self.written.get(path).map(String::as_str)
     }
 
     /// The position of `path`, or of its nearest indexed ancestor.
@@ -176,7 +184,12 @@ impl MarkedEventReceiver for Builder {
                     *key = Some(text);
                 }
             }
-            Event::Scalar(..) | Event::Alias(_) => {
+            Event::Scalar(text, ..) => {
+                if let Some(path) = self.value_path(Some(&mark)) {
+                    self.index.written.insert(path, text);
+                }
+            }
+            Event::Alias(_) => {
                 self.value_path(Some(&mark));
             }
             Event::MappingStart(..) | Event::SequenceStart(..) if self.in_key_position() => {
@@ -225,6 +238,8 @@ mod tests {
         assert_eq!(idx.find("chroot"), Some(Pos { line: 1, col: 1 }));
         assert_eq!(idx.find("shared[0]"), Some(Pos { line: 3, col: 5 }));
         assert_eq!(idx.find("shared[1].target"), Some(Pos { line: 5, col: 5 }));
+        assert_eq!(idx.written("shared[1].target"), Some("/c"));
+        assert_eq!(idx.written("shared[0]"), Some("/a"));
         assert_eq!(idx.find("env.A"), Some(Pos { line: 7, col: 3 }));
     }
 

@@ -139,11 +139,12 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            if item.value.text.contains('\0') {
+            let value = item.origin.as_written(&item.value);
+            if value.contains('\0') {
                 self.err(&item.origin, "the value contains a NUL byte");
                 continue;
             }
-            out.insert(name.clone(), item.value.text.clone());
+            out.insert(name.clone(), value);
         }
         out
     }
@@ -396,20 +397,26 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
             ),
         };
         let target = c.target(target_text, &target_origin);
-        let size = size.and_then(|s| match units::parse_size(&s.text) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                c.err(&item.origin.child("size"), e);
-                None
-            }
-        });
-        let mode = mode.and_then(|m| match units::parse_mode(&m.text) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                c.err(&item.origin.child("mode"), e);
-                None
-            }
-        });
+        let size =
+            size.and_then(
+                |s| match units::parse_size(&item.origin.child("size").as_written(s)) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        c.err(&item.origin.child("size"), e);
+                        None
+                    }
+                },
+            );
+        let mode =
+            mode.and_then(
+                |m| match units::parse_mode(&item.origin.child("mode").as_written(m)) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        c.err(&item.origin.child("mode"), e);
+                        None
+                    }
+                },
+            );
         if let Some(target) = target {
             tmpfs.push(Tmpfs {
                 target,

@@ -406,6 +406,49 @@ fn a_crlf_profile_is_accepted_and_no_value_keeps_a_carriage_return() {
 }
 
 #[test]
+fn numbers_keep_the_digits_the_file_writes() {
+    // YAML reads `0o644` as 420, `3.10` as 3.1 and `007` as 7; a mode and a variable's
+    // value take the text as written.
+    let env = TestEnv::new();
+    let path = env.write(
+        "numbers.yaml",
+        "chroot: /r\ntmpfs:\n  - target: /build\n    mode: 0o644\nenv:\n  PYTHON: 3.10\n  CODE: 007\n  JOBS: 8\ncommands:\n  - name: one\n    run: 'true'\n    env:\n      RELEASE: 1.0\n",
+    );
+    let plan = plan_json(&env, &path);
+    let build = plan["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["target"] == "/build")
+        .expect("the tmpfs");
+    assert_eq!(build["mode"], 0o644, "{build}");
+    let value = |name: &str| {
+        plan["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["value"].clone())
+    };
+    assert_eq!(value("PYTHON"), Some("3.10".into()));
+    assert_eq!(value("CODE"), Some("007".into()));
+    assert_eq!(value("JOBS"), Some("8".into()));
+    assert_eq!(plan["commands"][0]["env"]["RELEASE"], "1.0");
+    // A number in another base is no octal mode: an error, not a mode.
+    let hex = env.write(
+        "hex.yaml",
+        "chroot: /r\ntmpfs:\n  - target: /build\n    mode: 0x1ff\ncommands: [true]\n",
+    );
+    let out = env.output(&["plan"], &hex);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(":4:5: tmpfs[0].mode: invalid mode `0x1ff`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_profile_with_a_byte_order_mark_is_accepted() {
     let env = TestEnv::new();
     let path = env.write(
