@@ -217,9 +217,10 @@ pub fn main() -> i32 {
     }
     // `bldr run`: the sandbox starts before anything else, so that its exec
     // overlaps parsing the profile and preparing the run (run::run). Any other spelling
-    // of the command line starts it later, in the same way.
-    let early_sandbox =
-        (args.get(1).and_then(|a| a.to_str()) == Some("run")).then(crate::sandbox::launch::start);
+    // of the command line starts it later, in the same way; `bldr run --help` not at all.
+    let wants_help = args.iter().skip(2).any(|a| a == "--help" || a == "-h");
+    let early_sandbox = (args.get(1).and_then(|a| a.to_str()) == Some("run") && !wants_help)
+        .then(crate::sandbox::launch::start);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
