@@ -397,26 +397,21 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
             ),
         };
         let target = c.target(target_text, &target_origin);
-        let size =
-            size.and_then(
-                |s| match units::parse_size(&item.origin.child("size").as_written(s)) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        c.err(&item.origin.child("size"), e);
-                        None
-                    }
-                },
-            );
-        let mode =
-            mode.and_then(
-                |m| match units::parse_mode(&item.origin.child("mode").as_written(m)) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        c.err(&item.origin.child("mode"), e);
-                        None
-                    }
-                },
-            );
+        let (size_origin, mode_origin) = (item.origin.child("size"), item.origin.child("mode"));
+        let size = size.and_then(|s| match units::parse_size(&size_origin.as_written(s)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                c.err(&size_origin, e);
+                None
+            }
+        });
+        let mode = mode.and_then(|m| match units::parse_mode(&mode_origin.as_written(m)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                c.err(&mode_origin, e);
+                None
+            }
+        });
         if let Some(target) = target {
             tmpfs.push(Tmpfs {
                 target,
