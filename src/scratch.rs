@@ -106,12 +106,15 @@ pub fn remove_volatile_mark(work: &Path) {
 }
 
 /// Removes `layer` with [`remove_same_fs`]; returns the paths left on other filesystems.
+/// Of a throwaway layer's two folders, the second goes even when the first cannot.
 pub fn remove(layer: &Layer) -> io::Result<Vec<PathBuf>> {
     match &layer.folder {
         Some(folder) => remove_same_fs(folder),
         None => {
-            let mut left = remove_same_fs(&layer.upper)?;
-            left.extend(remove_same_fs(&layer.work)?);
+            let upper = remove_same_fs(&layer.upper);
+            let work = remove_same_fs(&layer.work);
+            let mut left = upper?;
+            left.extend(work?);
             Ok(left)
         }
     }
@@ -158,6 +161,18 @@ fn remove_below(dir: &Path, dev: u64, left: &mut Vec<PathBuf>) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_s_work_folder_goes_even_when_its_upper_folder_cannot() {
+        let state = tempfile::tempdir().unwrap();
+        let layer = create(state.path(), "r1", false).unwrap();
+        fs::remove_dir(&layer.upper).unwrap();
+        assert!(
+            remove(&layer).is_err(),
+            "the missing upper folder is an error"
+        );
+        assert!(!layer.work.exists(), "the work folder went all the same");
+    }
 
     #[test]
     fn scratch_is_tagged_and_removed() {
