@@ -144,7 +144,23 @@ pub fn check(profile: &Profile, out: &Path, host: &dyn HostView) -> Vec<Problem>
         ),
     }
     for share in &profile.shared {
-        if host.kind(&share.source) == PathKind::Missing {
+        // The profile's check of the source is on its text; a symlink can still lead to
+        // a tree bldr never binds (`/var/run` to `/run`).
+        let real = host.canonical(&share.source);
+        let refused = (real != share.source)
+            .then(|| crate::profile::validate::host_tree_refused(&real))
+            .flatten();
+        if let Some(why) = refused {
+            problem(
+                &share.origin,
+                format!(
+                    "the shared source {} leads to {}: {why}",
+                    share.source.display(),
+                    real.display()
+                ),
+                Some("share the folder the link leads to, if it is one bldr may bind".into()),
+            );
+        } else if host.kind(&share.source) == PathKind::Missing {
             problem(
                 &share.origin,
                 format!(
@@ -181,8 +197,12 @@ mod tests {
         fn kind(&self, path: &Path) -> PathKind {
             self.0.get(path).cloned().unwrap_or(PathKind::Missing)
         }
+        /// The fake host has one symlink, Debian's `/var/run` to `/run`.
         fn canonical(&self, path: &Path) -> PathBuf {
-            path.to_path_buf()
+            match path.strip_prefix("/var/run") {
+                Ok(rest) => Path::new("/run").join(rest),
+                Err(_) => path.to_path_buf(),
+            }
         }
     }
 
@@ -215,6 +235,35 @@ mod tests {
         ("/r/sys", PathKind::Dir),
         ("/r/bin/sh", PathKind::Symlink),
     ];
+
+    #[test]
+    fn a_shared_source_that_leads_to_the_host_s_run_is_refused() {
+        let with_run: Vec<(&str, PathKind)> = ROOT
+            .iter()
+            .cloned()
+            .chain([
+                ("/var/run", PathKind::Symlink),
+                ("/var/run/dbus", PathKind::Dir),
+            ])
+            .collect();
+        let got = problems(
+            "chroot: /r\nshared: [/var/run]\ncommands: [true]\n",
+            &with_run,
+            "/out",
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].contains("/var/run leads to /run") && got[0].contains("never binds"),
+            "{got:?}"
+        );
+        // One folder below it is no problem.
+        let got = problems(
+            "chroot: /r\nshared: [/var/run/dbus]\ncommands: [true]\n",
+            &with_run,
+            "/out",
+        );
+        assert!(got.is_empty(), "{got:?}");
+    }
 
     #[test]
     fn a_complete_root_is_ready() {

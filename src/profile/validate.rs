@@ -215,7 +215,7 @@ fn hostname_from_name(name: &str) -> String {
 
 /// The host trees bldr never binds in (SPEC §4.2): the kernel's own trees and /run are
 /// set up fresh or not at all, and binding `/` would hand the build the whole host.
-fn host_tree_refused(source: &Path) -> Option<String> {
+pub fn host_tree_refused(source: &Path) -> Option<String> {
     if source == Path::new("/") {
         return Some("the source is the host's `/`; share the folders the build needs".into());
     }
