@@ -78,13 +78,22 @@ impl Origin {
     }
 
     /// `value` as the file writes it: a number keeps its digits (`0o644`, `3.10`, `007`),
-    /// not what YAML reads them as. Any other scalar is its text already.
-    pub fn as_written(&self, value: &Scalar) -> String {
-        let written = value
-            .was_number
-            .then(|| self.index.as_ref()?.written(&self.key))
-            .flatten();
-        written.unwrap_or(&value.text).to_string()
+    /// not what YAML reads them as. Any other scalar is its text already. `Err` with a
+    /// message for a number whose writing is not known (it came through an alias of a
+    /// map or a list): what YAML made of it may not be what was meant.
+    pub fn as_written(&self, value: &Scalar) -> Result<String, String> {
+        if !value.was_number {
+            return Ok(value.text.clone());
+        }
+        match &self.index {
+            None => Ok(value.text.clone()),
+            Some(index) => index.written(&self.key).map(str::to_string).ok_or_else(|| {
+                format!(
+                    "YAML reads this as the number {} and bldr cannot tell how it was written; put it in quotes",
+                    value.text
+                )
+            }),
+        }
     }
 
     /// Line and column, where the file's index knows them.
@@ -218,6 +227,15 @@ pub fn parse_layer(bytes: &[u8], file: &Path) -> Result<Layer, ProfileError> {
     // One parse: an empty document (or only comments) is `None`.
     let raw: Option<RawProfile> =
         yaml_serde::from_str(text).map_err(|e| serde_error(e, &file_arc, text))?;
+    // What the lenient parser took, the strict one that places keys and keeps numbers as
+    // written could not: going on would lose both, silently.
+    if let Some((why, pos)) = &index.unreadable {
+        return Err(at(
+            *pos,
+            "",
+            format!("this layout is not strict YAML ({why}); indent a continued line or list more than its key"),
+        ));
+    }
     let Some(raw) = raw else {
         return Err(ProfileError::new(
             &whole,
@@ -461,6 +479,14 @@ impl Overrides {
                 return Err(ProfileError::new(
                     &origin,
                     "the source is empty; write SRC[:DST]",
+                ));
+            }
+            // nspawn's `SRC:DST:OPTIONS`, or a path with a `:`: either way, not a target
+            // to mount at as it stands.
+            if let Some((_, extra)) = target.as_deref().and_then(|t| t.split_once(':')) {
+                return Err(ProfileError::new(
+                    &origin,
+                    format!("`{extra}` after a second `:`: {flag} takes SRC[:DST], with no options (`--bind-ro` binds read-only), and a path here cannot hold a `:`"),
                 ));
             }
             layer.shared.push(Item {

@@ -28,6 +28,9 @@ pub struct KeyIndex {
     /// Each scalar value as written, by key path: YAML reads `0o644` and `3.10` as the
     /// numbers 420 and 3.1, and a mode or a variable's value wants the text.
     written: HashMap<String, String>,
+    /// Why the event parser could not read the document, and where: a layout that
+    /// lenient parsers take and this one does not (see `layer::parse_layer`).
+    pub unreadable: Option<(String, Pos)>,
 }
 
 /// The deepest nesting of maps and lists accepted. A profile needs four levels
@@ -48,7 +51,10 @@ impl KeyIndex {
             // of it; that is the case the depth check exists for.
             if e.info().contains("recursion limit") && partial.too_deep.is_none() {
                 partial.too_deep = Some(pos(e.marker()));
+            } else {
+                partial.unreadable = Some((e.info().to_string(), pos(e.marker())));
             }
+            partial.written.clear();
             return partial;
         }
         builder.index
@@ -94,6 +100,8 @@ struct Builder {
     documents: usize,
     /// Depth of a complex (non-scalar) key being skipped.
     skipping: usize,
+    /// The scalars that carry an anchor (`&a 0o644`), by the parser's anchor id.
+    anchors: HashMap<usize, String>,
 }
 
 fn pos(mark: &Marker) -> Pos {
@@ -184,13 +192,22 @@ impl MarkedEventReceiver for Builder {
                     *key = Some(text);
                 }
             }
-            Event::Scalar(text, ..) => {
+            Event::Scalar(text, _, anchor, _) => {
+                if anchor != 0 {
+                    self.anchors.insert(anchor, text.clone());
+                }
                 if let Some(path) = self.value_path(Some(&mark)) {
                     self.index.written.insert(path, text);
                 }
             }
-            Event::Alias(_) => {
-                self.value_path(Some(&mark));
+            // An alias of a scalar is written as its anchor's scalar; what an alias of a
+            // map or a list holds is not indexed (so not known as written).
+            Event::Alias(anchor) => {
+                if let Some(path) = self.value_path(Some(&mark)) {
+                    if let Some(text) = self.anchors.get(&anchor) {
+                        self.index.written.insert(path, text.clone());
+                    }
+                }
             }
             Event::MappingStart(..) | Event::SequenceStart(..) if self.in_key_position() => {
                 self.skipping = 1;

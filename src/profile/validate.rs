@@ -139,7 +139,13 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            let value = item.origin.as_written(&item.value);
+            let value = match item.origin.as_written(&item.value) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.err(&item.origin, e);
+                    continue;
+                }
+            };
             if value.contains('\0') {
                 self.err(&item.origin, "the value contains a NUL byte");
                 continue;
@@ -149,9 +155,29 @@ impl Checker<'_> {
         out
     }
 
+    /// A command's shell text: not empty, and no NUL byte, which no `sh -c` can be
+    /// handed.
+    fn command_text(&mut self, run: &str, origin: &Origin) {
+        if run.trim().is_empty() {
+            self.err(origin, "the command is empty");
+        } else if run.contains('\0') {
+            self.err(origin, "the command contains a NUL byte");
+        }
+    }
+
     fn glob(&mut self, pattern: &str, origin: &Origin) -> Option<String> {
         if pattern.is_empty() {
             self.err(origin, "the glob is empty");
+            return None;
+        }
+        // Globs are matched against paths relative to `from`, which never start with
+        // `./` and never end with `/`: such a glob would match nothing, silently.
+        if pattern.starts_with("./") || pattern.ends_with('/') {
+            let fixed = pattern.trim_start_matches("./").trim_end_matches('/');
+            self.err(
+                origin,
+                format!("`{pattern}` can never match: paths are matched relative to `from`, without `./` or a trailing `/`; write `{fixed}` (a folder's files: `{fixed}/**`)"),
+            );
             return None;
         }
         if pattern.starts_with('/') {
@@ -398,18 +424,28 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
         };
         let target = c.target(target_text, &target_origin);
         let (size_origin, mode_origin) = (item.origin.child("size"), item.origin.child("mode"));
-        let size = size.and_then(|s| match units::parse_size(&size_origin.as_written(s)) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                c.err(&size_origin, e);
-                None
+        let size = size.and_then(|s| {
+            match size_origin
+                .as_written(s)
+                .and_then(|t| units::parse_size(&t))
+            {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    c.err(&size_origin, e);
+                    None
+                }
             }
         });
-        let mode = mode.and_then(|m| match units::parse_mode(&mode_origin.as_written(m)) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                c.err(&mode_origin, e);
-                None
+        let mode = mode.and_then(|m| {
+            match mode_origin
+                .as_written(m)
+                .and_then(|t| units::parse_mode(&t))
+            {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    c.err(&mode_origin, e);
+                    None
+                }
             }
         });
         if let Some(target) = target {
@@ -453,9 +489,7 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
             for item in list {
                 match &item.value {
                     StringOr::Short(run) => {
-                        if run.trim().is_empty() {
-                            c.err(&item.origin, "the command is empty");
-                        }
+                        c.command_text(run, &item.origin);
                         commands.push(Command {
                             name: None,
                             run: run.clone(),
@@ -467,9 +501,7 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
                         });
                     }
                     StringOr::Full(f) => {
-                        if f.run.trim().is_empty() {
-                            c.err(&item.origin.child("run"), "the command is empty");
-                        }
+                        c.command_text(&f.run, &item.origin.child("run"));
                         let network = f.network.as_ref().and_then(|n| {
                             c.network(&Item {
                                 value: n.clone(),

@@ -468,6 +468,14 @@ fn an_override_is_validated_like_the_profile() {
         ),
         (&["--setenv", "1X=y"][..], "not a valid variable name"),
         (&["--bind", "/srv/x:relative"][..], "is relative"),
+        (
+            &["--bind", "/srv/x:/y:norbind"][..],
+            "`norbind` after a second `:`",
+        ),
+        (
+            &["--bind-ro", "/srv/x:/y:ro"][..],
+            "`ro` after a second `:`",
+        ),
         (&["--tmpfs", "/proc/x"][..], "under /proc"),
         (&["--tmpfs", "/t:lots"][..], "invalid size `lots`"),
         (&["--network", "nnone"][..], "did you mean `none`?"),

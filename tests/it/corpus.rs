@@ -114,6 +114,8 @@ const CASES: &[Case] = &[
     generated("huge.yaml", huge,      &[e(": ", "a profile is at most 1048576 bytes")]),
     generated("invalid_utf8.yaml", invalid_utf8, &[e(":3:17: ", "not valid UTF-8")]),
     bad("top_level_list.yaml",        &[e(":2:1: ", "expected a map of profile keys, found a list")]),
+    bad("lenient_layout.yaml",        &[e(":5:10: ", "this layout is not strict YAML (invalid indentation in quoted scalar)")]),
+    bad("number_through_an_alias.yaml", &[e(":9:5: commands[1].env.VERSION: ", "YAML reads this as the number 1.1 and bldr cannot tell how it was written; put it in quotes")]),
     // duplicate and unknown keys
     bad("duplicate_key.yaml",         &[e(":4:1: chroot: ", "duplicate key")]),
     bad("duplicate_env_key.yaml",     &[e(":5:3: env.MAKEOPTS: ", "duplicate key")]),
@@ -158,6 +160,7 @@ const CASES: &[Case] = &[
     bad("bad_size.yaml",              &[e(":5:5: tmpfs[0].size: ", "invalid size `4Q`: unknown unit `Q`")]),
     bad("bad_size_percent.yaml",      &[e(":5:5: tmpfs[0].size: ", "a percentage must be 1% to 100%")]),
     bad("bad_mode.yaml",              &[e(":5:5: tmpfs[0].mode: ", "invalid mode `0999`: write it in octal")]),
+    bad("hex_mode.yaml",              &[e(":5:5: tmpfs[0].mode: ", "invalid mode `0x1ff`: write it in octal")]),
     bad("bad_duration.yaml",          &[e(":3:1: timeout: ", "invalid duration `10 minutes`")]),
     bad("bad_duration_unit.yaml",     &[e(":3:1: timeout: ", "unknown unit `weeks`")]),
     bad("duration_without_unit.yaml", &[e(":3:1: timeout: ", "duration `3600` has no unit; write `3600s`")]),
@@ -180,6 +183,12 @@ const CASES: &[Case] = &[
     bad("invalid_glob.yaml",          &[e(":6:15: artifacts[0].exclude[0]: ", "invalid glob `[a-`: unclosed character class")]),
     bad("invalid_glob_braces.yaml",   &[e(":6:5: artifacts[0].include[0]: ", "unclosed alternate group")]),
     bad("relative_artifact_from.yaml", &[e(":5:5: artifacts[0].from: ", "`build/out` is relative")]),
+    bad("glob_as_path.yaml", &[
+        e(":6:15: artifacts[0].include[0]: ", "`./Packages` can never match"),
+        e(":6:27: artifacts[0].include[1]: ", "`sub/` can never match"),
+    ]),
+    // commands
+    bad("nul_in_command.yaml",        &[e(":3:12: commands[0]: ", "the command contains a NUL byte")]),
     // extends
     bad("extends_cycle_a.yaml",       &[e("extends_cycle_b.yaml:2:1: extends: ", "`extends` forms a cycle")]),
     bad("extends_cycle_b.yaml",       &[e("extends_cycle_a.yaml:2:1: extends: ", "`extends` forms a cycle")]),
@@ -434,18 +443,27 @@ fn numbers_keep_the_digits_the_file_writes() {
     assert_eq!(value("CODE"), Some("007".into()));
     assert_eq!(value("JOBS"), Some("8".into()));
     assert_eq!(plan["commands"][0]["env"]["RELEASE"], "1.0");
-    // A number in another base is no octal mode: an error, not a mode.
-    let hex = env.write(
-        "hex.yaml",
-        "chroot: /r\ntmpfs:\n  - target: /build\n    mode: 0x1ff\ncommands: [true]\n",
+    // An alias of a scalar is written as its anchor.
+    let path = env.write(
+        "aliases.yaml",
+        "chroot: /r\ntmpfs:\n  - {target: /a, mode: &m 0o644}\n  - {target: /b, mode: *m}\nenv: {V: &v 1.10, W: *v}\ncommands: [true]\n",
     );
-    let out = env.output(&["plan"], &hex);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(":4:5: tmpfs[0].mode: invalid mode `0x1ff`"),
-        "{stderr}"
-    );
+    let plan = plan_json(&env, &path);
+    let modes: Vec<&serde_json::Value> = plan["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter(|m| m["target"] == "/a" || m["target"] == "/b")
+        .map(|m| &m["mode"])
+        .collect();
+    assert_eq!(modes, [0o644, 0o644]);
+    let w = plan["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|v| v["name"] == "W")
+        .map(|v| v["value"].clone());
+    assert_eq!(w, Some("1.10".into()));
 }
 
 #[test]
