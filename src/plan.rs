@@ -400,12 +400,9 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
         .artifacts
         .iter()
         .map(|a| {
-            // The deepest share containing `from` is the one its files are really in.
-            let share = profile
-                .shared
-                .iter()
-                .filter(|s| a.from.is_within(&s.target))
-                .max_by_key(|s| s.target.depth());
+            // The deepest share containing `from` is the one its files are really in,
+            // unless a tmpfs below that share covers it.
+            let share = crate::profile::share_holding(&a.from, &profile.shared, &profile.tmpfs);
             let host_path = share.map(|s| {
                 let rest = a.from.as_str()[s.target.as_str().len()..].trim_start_matches('/');
                 if rest.is_empty() {
@@ -577,6 +574,13 @@ mod tests {
             Some(PathBuf::from("/srv/binpkgs/app-misc"))
         );
         assert_eq!(pl.artifacts[1].host_path, None);
+        // Below a tmpfs inside the share, the files exist only inside the build.
+        let pl = plan("chroot: /r\ncommands: [true]\nshared: [{source: /srv/cache, target: /var/cache}]\ntmpfs: [/var/cache/binpkgs]\nartifacts: [{from: /var/cache/binpkgs/app-misc}, {from: /var/cache/distfiles}]\n");
+        assert_eq!(pl.artifacts[0].host_path, None);
+        assert_eq!(
+            pl.artifacts[1].host_path,
+            Some(PathBuf::from("/srv/cache/distfiles"))
+        );
     }
 
     #[test]

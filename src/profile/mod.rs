@@ -108,6 +108,40 @@ pub struct ArtifactRule {
     pub origin: Origin,
 }
 
+/// The shared tree that holds an artifact rule's `from` on the host: the deepest share
+/// containing it, unless a tmpfs deeper still covers it (then its files exist only
+/// inside the build). Pure.
+pub fn share_holding<'a>(
+    from: &ChrootPath,
+    shared: &'a [Share],
+    tmpfs: &[Tmpfs],
+) -> Option<&'a Share> {
+    let share = shared
+        .iter()
+        .filter(|s| from.is_within(&s.target))
+        .max_by_key(|s| s.target.depth())?;
+    let covered = tmpfs
+        .iter()
+        .any(|t| from.is_within(&t.target) && t.target.depth() > share.target.depth());
+    (!covered).then_some(share)
+}
+
+/// A mount strictly below `from` (a tmpfs or another share), as its key path and target:
+/// its files are not in the host folder of the tree that holds `from`. Pure.
+pub fn mount_below(
+    from: &ChrootPath,
+    shared: &[Share],
+    tmpfs: &[Tmpfs],
+) -> Option<(String, ChrootPath)> {
+    let below = |t: &ChrootPath| t.is_within(from) && t != from;
+    shared
+        .iter()
+        .map(|s| (&s.target, &s.origin))
+        .chain(tmpfs.iter().map(|t| (&t.target, &t.origin)))
+        .find(|(t, _)| below(t))
+        .map(|(t, o)| (o.key.clone(), t.clone()))
+}
+
 /// A mistake in a profile (or in a command-line override), located as precisely as known.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ProfileError {

@@ -572,13 +572,26 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
             };
         let include = globs(&a.include, "include", &["**"]);
         let exclude = globs(&a.exclude, "exclude", &[]);
+        let copy = a.copy.unwrap_or(false);
+        if let Some(from) = &from {
+            let in_place = !copy && super::share_holding(from, &shared, &tmpfs).is_some();
+            if let Some((key, target)) = in_place
+                .then(|| super::mount_below(from, &shared, &tmpfs))
+                .flatten()
+            {
+                c.err(
+                    &item.origin.child("from"),
+                    format!("`{from}` is in a shared tree, and {key} mounts `{target}` below it: the files there are not in the tree's folder on the host, so recording them in place would miss them; set `copy: true` to copy what the build sees, or narrow `from`"),
+                );
+            }
+        }
         if let Some(from) = from {
             artifacts.push(ArtifactRule {
                 from,
                 include,
                 exclude,
                 required: a.required.unwrap_or(false),
-                copy: a.copy.unwrap_or(false),
+                copy,
                 origin: item.origin.clone(),
             });
         }

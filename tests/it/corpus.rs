@@ -183,6 +183,7 @@ const CASES: &[Case] = &[
     bad("invalid_glob.yaml",          &[e(":6:15: artifacts[0].exclude[0]: ", "invalid glob `[a-`: unclosed character class")]),
     bad("invalid_glob_braces.yaml",   &[e(":6:5: artifacts[0].include[0]: ", "unclosed alternate group")]),
     bad("relative_artifact_from.yaml", &[e(":5:5: artifacts[0].from: ", "`build/out` is relative")]),
+    bad("artifact_mount_below_from.yaml", &[e(":6:14: artifacts[0].from: ", "`/var/cache` is in a shared tree, and tmpfs[0] mounts `/var/cache/binpkgs` below it")]),
     bad("glob_as_path.yaml", &[
         e(":6:15: artifacts[0].include[0]: ", "`./Packages` can never match"),
         e(":6:27: artifacts[0].include[1]: ", "`sub/` can never match"),
