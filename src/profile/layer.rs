@@ -227,6 +227,20 @@ pub fn parse_layer(bytes: &[u8], file: &Path) -> Result<Layer, ProfileError> {
     // One parse: an empty document (or only comments) is `None`.
     let raw: Option<RawProfile> =
         yaml_serde::from_str(text).map_err(|e| serde_error(e, &file_arc, text))?;
+    // A key written with no value is null to YAML and unset to serde: refused, or an
+    // empty `network:` would be the default host network, an empty `readonly:` a
+    // writable tree. `chroot:` and `commands:` have errors of their own (below).
+    if let Some((key, pos)) = index
+        .nulls
+        .iter()
+        .find(|(key, _)| key != "chroot" && key != "commands")
+    {
+        return Err(at(
+            *pos,
+            key,
+            "the key has no value (YAML reads it as null); write one, or leave the key out for its default".into(),
+        ));
+    }
     // What the lenient parser took, the strict one that places keys and keeps numbers as
     // written could not: going on would lose both, silently.
     if let Some((why, pos)) = &index.unreadable {

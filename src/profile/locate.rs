@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// A 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -28,6 +28,9 @@ pub struct KeyIndex {
     /// Each scalar value as written, by key path: YAML reads `0o644` and `3.10` as the
     /// numbers 420 and 3.1, and a mode or a variable's value wants the text.
     written: HashMap<String, String>,
+    /// The values written as nothing or as null (`key:`, `key: ~`, `key: null`), by key
+    /// path, in order: YAML reads them all as null, which an optional key takes as unset.
+    pub nulls: Vec<(String, Pos)>,
     /// Why the event parser could not read the document, and where: a layout that
     /// lenient parsers take and this one does not (see `layer::parse_layer`).
     pub unreadable: Option<(String, Pos)>,
@@ -55,6 +58,7 @@ impl KeyIndex {
                 partial.unreadable = Some((e.info().to_string(), pos(e.marker())));
             }
             partial.written.clear();
+            partial.nulls.clear();
             return partial;
         }
         builder.index
@@ -192,11 +196,15 @@ impl MarkedEventReceiver for Builder {
                     *key = Some(text);
                 }
             }
-            Event::Scalar(text, _, anchor, _) => {
+            Event::Scalar(text, style, anchor, _) => {
                 if anchor != 0 {
                     self.anchors.insert(anchor, text.clone());
                 }
                 if let Some(path) = self.value_path(Some(&mark)) {
+                    let null = matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL");
+                    if style == TScalarStyle::Plain && null {
+                        self.index.nulls.push((path.clone(), pos(&mark)));
+                    }
                     self.index.written.insert(path, text);
                 }
             }

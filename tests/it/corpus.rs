@@ -129,6 +129,8 @@ const CASES: &[Case] = &[
     bad("empty_commands.yaml",        &[e(":3:1: commands: ", "`commands` is empty")]),
     bad("empty_chroot_value.yaml",    &[e(":2:1: chroot: ", "the path is empty")]),
     bad("empty_command.yaml",         &[e(":5:5: commands[1]: ", "the command is empty")]),
+    bad("null_value.yaml",            &[e(":4:10: network: ", "the key has no value (YAML reads it as null); write one, or leave the key out")]),
+    bad("empty_readonly.yaml",        &[e(":4:42: shared[0].readonly: ", "the key has no value")]),
     bad("null_list_entry.yaml",       &[e(":5:4: commands[1]: ", "found nothing (the value is empty)")]),
     bad("command_without_run.yaml",   &[e(":5:5: commands[1]: ", "missing key `run`")]),
     bad("shared_without_source.yaml", &[e(":4:5: shared[0]: ", "missing key `source`")]),
