@@ -77,19 +77,24 @@ impl Origin {
         self.file().and_then(Path::parent)
     }
 
-    /// `value` as the file writes it: a number keeps its digits (`0o644`, `3.10`, `007`),
-    /// not what YAML reads them as. Any other scalar is its text already. `Err` with a
-    /// message for a number whose writing is not known (it came through an alias of a
-    /// map or a list): what YAML made of it may not be what was meant.
+    /// `value` as the file writes it: a number keeps its digits (`0o644`, `3.10`, `007`)
+    /// and a boolean its spelling (`True`), not what YAML reads them as. A string is its
+    /// text already. `Err` with a message for a number or boolean whose writing is not
+    /// known (it came through an alias of a map or a list): what YAML made of it may
+    /// not be what was meant.
     pub fn as_written(&self, value: &Scalar) -> Result<String, String> {
-        if !value.was_number {
+        if !value.typed {
             return Ok(value.text.clone());
         }
         match &self.index {
             None => Ok(value.text.clone()),
             Some(index) => index.written(&self.key).map(str::to_string).ok_or_else(|| {
+                let kind = match value.text.as_str() {
+                    "true" | "false" => "boolean",
+                    _ => "number",
+                };
                 format!(
-                    "YAML reads this as the number {} and bldr cannot tell how it was written; put it in quotes",
+                    "YAML reads this as the {kind} {} and bldr cannot tell how it was written; put it in quotes",
                     value.text
                 )
             }),
@@ -523,7 +528,7 @@ impl Overrides {
                     target,
                     size: size.map(|s| Scalar {
                         text: s,
-                        was_number: false,
+                        typed: false,
                     }),
                     mode: None,
                 }),
@@ -540,7 +545,7 @@ impl Overrides {
                 Item {
                     value: Scalar {
                         text: v.to_string(),
-                        was_number: false,
+                        typed: false,
                     },
                     origin,
                 },

@@ -183,12 +183,14 @@ impl<'de> Deserialize<'de> for OneOrMany {
     }
 }
 
-/// A scalar kept as text, remembering whether it was written as a bare number, so that
-/// `timeout: 60` can be told apart from `timeout: 60s` and `JOBS: 8` still works in `env`.
+/// A scalar kept as text, so that `JOBS: 8` works in `env`, remembering whether YAML read
+/// it as a number or a boolean (`typed`): its text is then YAML's (`3.1` for `3.10`,
+/// `true` for `True`), and the file's own writing is taken instead
+/// (`layer::Origin::as_written`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scalar {
     pub text: String,
-    pub was_number: bool,
+    pub typed: bool,
 }
 
 impl<'de> Deserialize<'de> for Scalar {
@@ -202,31 +204,31 @@ impl<'de> Deserialize<'de> for Scalar {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
                 Ok(Scalar {
                     text: v.into(),
-                    was_number: false,
+                    typed: false,
                 })
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
                 Ok(Scalar {
                     text: v.to_string(),
-                    was_number: false,
+                    typed: true,
                 })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
                 Ok(Scalar {
                     text: v.to_string(),
-                    was_number: true,
+                    typed: true,
                 })
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
                 Ok(Scalar {
                     text: v.to_string(),
-                    was_number: true,
+                    typed: true,
                 })
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
                 Ok(Scalar {
                     text: v.to_string(),
-                    was_number: true,
+                    typed: true,
                 })
             }
         }

@@ -419,12 +419,12 @@ fn a_crlf_profile_is_accepted_and_no_value_keeps_a_carriage_return() {
 
 #[test]
 fn numbers_keep_the_digits_the_file_writes() {
-    // YAML reads `0o644` as 420, `3.10` as 3.1 and `007` as 7; a mode and a variable's
-    // value take the text as written.
+    // YAML reads `0o644` as 420, `3.10` as 3.1, `007` as 7 and `True` as true; a mode
+    // and a variable's value take the text as written.
     let env = TestEnv::new();
     let path = env.write(
         "numbers.yaml",
-        "chroot: /r\ntmpfs:\n  - target: /build\n    mode: 0o644\nenv:\n  PYTHON: 3.10\n  CODE: 007\n  JOBS: 8\ncommands:\n  - name: one\n    run: 'true'\n    env:\n      RELEASE: 1.0\n",
+        "chroot: /r\ntmpfs:\n  - target: /build\n    mode: 0o644\nenv:\n  PYTHON: 3.10\n  CODE: 007\n  JOBS: 8\n  DEBUG: True\ncommands:\n  - name: one\n    run: 'true'\n    env:\n      RELEASE: 1.0\n",
     );
     let plan = plan_json(&env, &path);
     let build = plan["mounts"]
@@ -445,6 +445,7 @@ fn numbers_keep_the_digits_the_file_writes() {
     assert_eq!(value("PYTHON"), Some("3.10".into()));
     assert_eq!(value("CODE"), Some("007".into()));
     assert_eq!(value("JOBS"), Some("8".into()));
+    assert_eq!(value("DEBUG"), Some("True".into()));
     assert_eq!(plan["commands"][0]["env"]["RELEASE"], "1.0");
     // An alias of a scalar is written as its anchor.
     let path = env.write(
