@@ -81,11 +81,9 @@ impl Selector {
         if kind == EntryKind::Dir || !self.matches(rel) {
             return Verdict::Skip;
         }
-        if rel.components().count() == 1
-            && RESERVED_NAMES
-                .iter()
-                .any(|r| rel.as_os_str() == OsStr::new(r))
-        {
+        // At the top, and so below a folder of that name too: the list is a file there.
+        let top = rel.components().next().map(|c| c.as_os_str());
+        if RESERVED_NAMES.iter().any(|r| top == Some(OsStr::new(r))) {
             return Verdict::Refuse("the name is reserved for bldr's own checksum list".into());
         }
         match kind {
@@ -357,6 +355,11 @@ mod tests {
             s.decide(Path::new("sub/SHA256SUMS"), EntryKind::File, 1),
             Verdict::Take
         );
+        // A folder of that name at the top would stand where the list goes.
+        assert!(matches!(
+            s.decide(Path::new("SHA256SUMS/x"), EntryKind::File, 1),
+            Verdict::Refuse(_)
+        ));
     }
 
     #[test]

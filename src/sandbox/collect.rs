@@ -67,7 +67,7 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
                     Verdict::Skip => {}
                     Verdict::Refuse(reason) => wire.send(refused(reason)),
                     Verdict::Take => match copy_one(entry.path(), rel, stage, &mut buf) {
-                        Ok(Some((size, sha256))) => {
+                        Ok(Ok((size, sha256))) => {
                             matched += 1;
                             let (path, path_hex) =
                                 artifact::display_path(rel.as_os_str().as_bytes());
@@ -80,9 +80,7 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
                                 source: entry.path().display().to_string(),
                             });
                         }
-                        Ok(None) => wire.send(refused(
-                            "another rule already collected a file of this name".into(),
-                        )),
+                        Ok(Err(taken)) => wire.send(refused(taken.reason().into())),
                         Err(message) => return Err(message),
                     },
                 }
@@ -100,8 +98,27 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
-/// Opens (creating as needed) the folder for `rel`'s parent below `stage`.
-fn parent_dir(stage: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd, String> {
+/// Why a file that a rule takes is not copied: another rule's artifact is in its way.
+/// A refusal of that file, not a failure of the collection.
+enum Taken {
+    /// A file of the same name.
+    Name,
+    /// A file where one of its folders would go.
+    Folder,
+}
+
+impl Taken {
+    fn reason(&self) -> &'static str {
+        match self {
+            Taken::Name => "another rule already collected a file of this name",
+            Taken::Folder => "another rule already collected a file where one of its folders goes",
+        }
+    }
+}
+
+/// Opens (creating as needed) the folder for `rel`'s parent below `stage`; `Ok(Err)` when
+/// a file another rule collected stands where one of those folders goes.
+fn parent_dir(stage: BorrowedFd<'_>, rel: &Path) -> Result<Result<OwnedFd, Taken>, String> {
     let mut dir = nix::unistd::dup(stage).map_err(|e| io_err("dup", e))?;
     if let Some(parent) = rel.parent() {
         for c in parent.components() {
@@ -115,30 +132,37 @@ fn parent_dir(stage: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd, String> {
                     ))
                 }
             }
-            dir = nix::fcntl::openat(
+            dir = match nix::fcntl::openat(
                 dir.as_fd(),
                 name,
                 OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
-            )
-            .map_err(|e| {
-                io_err(
-                    &format!("open folder {} in the artifacts", parent.display()),
-                    e,
-                )
-            })?;
+            ) {
+                Ok(d) => d,
+                // Only bldr writes there, so what is not a folder is an artifact.
+                Err(nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP) => {
+                    return Ok(Err(Taken::Folder))
+                }
+                Err(e) => {
+                    return Err(io_err(
+                        &format!("open folder {} in the artifacts", parent.display()),
+                        e,
+                    ))
+                }
+            };
         }
     }
-    Ok(dir)
+    Ok(Ok(dir))
 }
 
-/// Copies one regular file, hashing it on the way. `Ok(None)` when the name is taken.
+/// Copies one regular file, hashing it on the way: its size and sha256, or `Ok(Err)` when
+/// another rule's artifact is in its way.
 fn copy_one(
     src: &Path,
     rel: &Path,
     stage: BorrowedFd<'_>,
     buf: &mut [u8],
-) -> Result<Option<(u64, String)>, String> {
+) -> Result<Result<(u64, String), Taken>, String> {
     let shown = rel.display();
     // O_NOFOLLOW and O_NONBLOCK: a swapped-in link is refused, a FIFO never blocks us.
     let mut from = std::fs::OpenOptions::new()
@@ -161,7 +185,10 @@ fn copy_one(
             "disk full: the artifact {shown} needs {size} bytes and the output filesystem has {free} free"
         ));
     }
-    let dir = parent_dir(stage, rel)?;
+    let dir = match parent_dir(stage, rel)? {
+        Ok(d) => d,
+        Err(taken) => return Ok(Err(taken)),
+    };
     let name = rel
         .file_name()
         .ok_or_else(|| format!("{shown} has no file name"))?;
@@ -172,7 +199,7 @@ fn copy_one(
         Mode::from_bits_truncate(0o600),
     ) {
         Ok(fd) => fd,
-        Err(nix::errno::Errno::EEXIST) => return Ok(None),
+        Err(nix::errno::Errno::EEXIST) => return Ok(Err(Taken::Name)),
         Err(e) => return Err(io_err(&format!("create the artifact {shown}"), e)),
     };
     let mut to = File::from(fd);
@@ -204,5 +231,5 @@ fn copy_one(
     let _ = nix::sys::stat::fchmod(to.as_fd(), Mode::from_bits_truncate(meta.mode() & 0o777));
     let mtime = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
     let _ = nix::sys::stat::futimens(to.as_fd(), &mtime, &mtime);
-    Ok(Some((copied, crate::record::hex(&hash.finalize()))))
+    Ok(Ok((copied, crate::record::hex(&hash.finalize()))))
 }

@@ -110,6 +110,46 @@ fn secret_text() -> String {
 }
 
 #[test]
+fn artifacts_in_each_other_s_way_are_refused_not_fatal() {
+    if !require_root("artifacts_in_each_other_s_way_are_refused_not_fatal") {
+        return;
+    }
+    let world = World::new();
+    world.busybox_root("root");
+    // /b's `sub` is a file where /c's `sub/` is a folder, and the other way round for
+    // `dir`; /b also has a folder named after the checksum list.
+    let profile = world.profile(
+        "clash",
+        r#"chroot: root
+tmpfs: [/b, /c]
+commands:
+  - |
+    set -e
+    echo f > /b/sub
+    mkdir -p /c/sub /b/dir /b/SHA256SUMS
+    echo x > /c/sub/x
+    echo y > /b/dir/y
+    echo z > /c/dir
+    echo s > /b/SHA256SUMS/s
+artifacts:
+  - from: /b
+  - from: /c
+"#,
+    );
+    let p = profile.to_str().unwrap();
+    let out = output_within(world.bldr(&["run", p, "--progress", "plain"]), HANG);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report = world.report("clash");
+    assert_eq!(report["outcome"], "success", "{report:#}");
+    assert_eq!(refused_paths(&report, 0), ["SHA256SUMS/s"]);
+    assert_eq!(refused_paths(&report, 1), ["dir", "sub/x"]);
+    assert!(artifact(&report, 0, "sub").is_some() && artifact(&report, 0, "dir/y").is_some());
+    let arts = world.latest("clash").join("artifacts");
+    let check = sha256sums_check(&arts);
+    assert!(check.status.success(), "{}", show(&check));
+}
+
+#[test]
 fn hostile_artifacts_are_refused_or_copied_safely() {
     if !require_root("hostile_artifacts_are_refused_or_copied_safely") {
         return;
