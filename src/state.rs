@@ -4,15 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
-/// The state directory, from the given environment values (pure).
+/// The state directory, from the given environment values (pure). A relative
+/// `$BLDR_STATE_DIR` is taken from `cwd`, as `--out` is: the records' paths, and the
+/// check that they are not inside the chroot, need it absolute.
 pub fn state_dir_from(
     bldr_state_dir: Option<&Path>,
     is_root: bool,
     xdg_state_home: Option<&Path>,
     home: Option<&Path>,
+    cwd: &Path,
 ) -> PathBuf {
     if let Some(d) = bldr_state_dir.filter(|d| !d.as_os_str().is_empty()) {
-        return d.to_path_buf();
+        return crate::profile::validate::normalize(&cwd.join(d));
     }
     if is_root {
         return PathBuf::from("/var/lib/bldr");
@@ -32,6 +35,7 @@ pub fn state_dir() -> PathBuf {
         crate::sandbox::is_root(),
         var("XDG_STATE_HOME").as_deref(),
         var("HOME").as_deref(),
+        &std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
     )
 }
 
@@ -42,20 +46,26 @@ mod tests {
     #[test]
     fn the_state_dir_follows_spec_order() {
         let p = |s: &str| Some(PathBuf::from(s));
+        let cwd = Path::new("/work");
         assert_eq!(
-            state_dir_from(p("/s").as_deref(), true, None, None),
+            state_dir_from(p("/s").as_deref(), true, None, None, cwd),
             PathBuf::from("/s")
         );
         assert_eq!(
-            state_dir_from(None, true, p("/x").as_deref(), None),
+            state_dir_from(p("state/../st").as_deref(), true, None, None, cwd),
+            PathBuf::from("/work/st"),
+            "a relative BLDR_STATE_DIR is taken from the working directory"
+        );
+        assert_eq!(
+            state_dir_from(None, true, p("/x").as_deref(), None, cwd),
             PathBuf::from("/var/lib/bldr")
         );
         assert_eq!(
-            state_dir_from(None, false, p("/x").as_deref(), p("/h").as_deref()),
+            state_dir_from(None, false, p("/x").as_deref(), p("/h").as_deref(), cwd),
             PathBuf::from("/x/bldr")
         );
         assert_eq!(
-            state_dir_from(None, false, None, p("/h").as_deref()),
+            state_dir_from(None, false, None, p("/h").as_deref(), cwd),
             PathBuf::from("/h/.local/state/bldr")
         );
     }
