@@ -29,7 +29,23 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
         let sel = Selector::new(rule).map_err(|e| format!("artifacts[{index}]: {e}"))?;
         let from = Path::new(rule.from.as_str());
         let mut matched = 0;
-        if from.is_dir() {
+        // `from` itself is never followed either (the walk would follow its root); a
+        // missing one is a rule that matched nothing.
+        let kind = std::fs::symlink_metadata(from).map(|m| artifact::kind_of(m.file_type()));
+        if let Ok(k @ (artifact::EntryKind::Symlink | artifact::EntryKind::File)) = kind {
+            let reason = if k == artifact::EntryKind::Symlink {
+                "`from` is a symbolic link, and bldr never follows links: name the folder it leads to"
+            } else {
+                "`from` is a file, not a folder"
+            };
+            wire.send(Event::ArtifactRefused {
+                rule: index,
+                path: ".".into(),
+                path_hex: None,
+                reason: reason.into(),
+            });
+        }
+        if kind.is_ok_and(|k| k == artifact::EntryKind::Dir) {
             for entry in walkdir::WalkDir::new(from).follow_links(false) {
                 let entry = match entry {
                     Ok(e) => e,

@@ -117,7 +117,8 @@ fn artifacts_in_each_other_s_way_are_refused_not_fatal() {
     let world = World::new();
     world.busybox_root("root");
     // /b's `sub` is a file where /c's `sub/` is a folder, and the other way round for
-    // `dir`; /b also has a folder named after the checksum list.
+    // `dir`; /b also has a folder named after the checksum list. Two more rules name a
+    // link and a file as their `from`.
     let profile = world.profile(
         "clash",
         r#"chroot: root
@@ -131,9 +132,13 @@ commands:
     echo y > /b/dir/y
     echo z > /c/dir
     echo s > /b/SHA256SUMS/s
+    ln -s /b /tmp/link
+    echo f > /tmp/file
 artifacts:
   - from: /b
   - from: /c
+  - from: /tmp/link
+  - from: /tmp/file
 "#,
     );
     let p = profile.to_str().unwrap();
@@ -143,6 +148,12 @@ artifacts:
     assert_eq!(report["outcome"], "success", "{report:#}");
     assert_eq!(refused_paths(&report, 0), ["SHA256SUMS/s"]);
     assert_eq!(refused_paths(&report, 1), ["dir", "sub/x"]);
+    // A `from` that is a link is not followed, nor one that is a file taken as a folder.
+    assert_eq!(refused_paths(&report, 2), ["."]);
+    assert_eq!(refused_paths(&report, 3), ["."]);
+    assert!(artifacts(&report)
+        .iter()
+        .all(|a| a["rule"] != 2 && a["rule"] != 3));
     assert!(artifact(&report, 0, "sub").is_some() && artifact(&report, 0, "dir/y").is_some());
     let arts = world.latest("clash").join("artifacts");
     let check = sha256sums_check(&arts);
