@@ -381,9 +381,14 @@ pub fn main() -> i32 {
 fn list(search: &SearchPath, json: bool) -> i32 {
     let mut rows = Vec::new();
     for (name, path) in search.list() {
-        let description = std::fs::read(&path)
+        // Through `extends`, as the profile runs: a child takes its base's description.
+        let description = profile::load::read_chain(&path, search)
+            .map(|(layer, _)| layer)
             .ok()
-            .and_then(|b| profile::layer::parse_layer(&b, &path).ok())
+            .or_else(|| {
+                let bytes = std::fs::read(&path).ok()?;
+                profile::layer::parse_layer(&bytes, &path).ok()
+            })
             .and_then(|l| l.description.map(|d| d.value));
         rows.push(serde_json::json!({"name": name, "description": description, "file": path}));
     }

@@ -176,6 +176,20 @@ fn list_finds_the_profiles_of_a_profiles_dir() {
 }
 
 #[test]
+fn list_shows_the_description_a_profile_inherits_through_extends() {
+    let env = TestEnv::new();
+    env.write(
+        "ext/base.yaml",
+        "description: The base build\nchroot: /r\ncommands: [true]\n",
+    );
+    env.write("ext/child.yaml", "extends: base\nhostname: child\n");
+    let dir = env.path().join("ext");
+    let rows = list_json(&env, &["--profiles", dir.to_str().expect("utf-8")], None);
+    let child = rows.iter().find(|r| r.0 == "child").expect("the child");
+    assert_eq!(child.1, "The base build");
+}
+
+#[test]
 fn list_follows_bldr_profile_path_and_the_first_folder_wins() {
     let env = TestEnv::new();
     let (one, two) = two_profile_dirs(&env);
