@@ -21,7 +21,10 @@ pub fn runs(profile: Option<&str>, json: bool) -> i32 {
         return exit::SUCCESS;
     }
     if list.is_empty() {
-        eprintln!("bldr: no runs recorded yet");
+        match profile {
+            Some(p) => eprintln!("bldr: no runs of {p} recorded"),
+            None => eprintln!("bldr: no runs recorded yet"),
+        }
         return exit::SUCCESS;
     }
     println!(
