@@ -45,6 +45,9 @@ pub struct Selector {
     include: GlobSet,
     exclude: GlobSet,
     max_bytes: u64,
+    /// A copy rule, whose files land in the artifacts folder beside `SHA256SUMS`; an
+    /// in-place rule's stay where they are, whatever their name.
+    copies: bool,
 }
 
 fn globset(patterns: &[String]) -> Result<GlobSet, globset::Error> {
@@ -62,6 +65,7 @@ impl Selector {
             include: globset(&rule.include)?,
             exclude: globset(&rule.exclude)?,
             max_bytes: MAX_ARTIFACT_BYTES,
+            copies: rule.host_path.is_none() || rule.copy,
         })
     }
 
@@ -83,7 +87,7 @@ impl Selector {
         }
         // At the top, and so below a folder of that name too: the list is a file there.
         let top = rel.components().next().map(|c| c.as_os_str());
-        if RESERVED_NAMES.iter().any(|r| top == Some(OsStr::new(r))) {
+        if self.copies && RESERVED_NAMES.iter().any(|r| top == Some(OsStr::new(r))) {
             return Verdict::Refuse("the name is reserved for bldr's own checksum list".into());
         }
         match kind {
@@ -360,6 +364,21 @@ mod tests {
             s.decide(Path::new("SHA256SUMS/x"), EntryKind::File, 1),
             Verdict::Refuse(_)
         ));
+        // An in-place rule writes no list: the name is the build's.
+        let in_place = Selector::new(&ArtifactPlan {
+            from: ChrootPath::parse("/out").unwrap(),
+            include: vec!["**".into()],
+            exclude: vec![],
+            required: false,
+            copy: false,
+            host_path: Some("/srv/out".into()),
+            share_source: Some("/srv/out".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            in_place.decide(Path::new("SHA256SUMS"), EntryKind::File, 1),
+            Verdict::Take
+        );
     }
 
     #[test]

@@ -93,8 +93,17 @@ impl Origin {
                     "true" | "false" => "boolean",
                     _ => "number",
                 };
+                // A layout the strict event parser could not read leaves nothing known
+                // as written in the whole file.
+                let why = match &index.unreadable {
+                    Some((why, pos)) => format!(
+                        ", since its strict reading stops at line {} ({why})",
+                        pos.line
+                    ),
+                    None => String::new(),
+                };
                 format!(
-                    "YAML reads this as the {kind} {} and bldr cannot tell how it was written; put it in quotes",
+                    "YAML reads this as the {kind} {} and bldr cannot tell how it was written{why}; put it in quotes",
                     value.text
                 )
             }),
@@ -234,25 +243,15 @@ pub fn parse_layer(bytes: &[u8], file: &Path) -> Result<Layer, ProfileError> {
         yaml_serde::from_str(text).map_err(|e| serde_error(e, &file_arc, text))?;
     // A key written with no value is null to YAML and unset to serde: refused, or an
     // empty `network:` would be the default host network, an empty `readonly:` a
-    // writable tree. `chroot:` and `commands:` have errors of their own (below).
-    if let Some((key, pos)) = index
-        .nulls
-        .iter()
-        .find(|(key, _)| key != "chroot" && key != "commands")
-    {
+    // writable tree. A list or map left empty (its entries commented out) is empty, and
+    // `chroot:` and `commands:` have errors of their own (below).
+    if let Some((key, pos)) = index.nulls.iter().find(|(key, _)| !may_be_null(key)) {
+        // The parser places an empty value at the next token; the key is where it is.
+        let at_key = index.find(key).unwrap_or(*pos);
         return Err(at(
-            *pos,
+            at_key,
             key,
             "the key has no value (YAML reads it as null); write one, or leave the key out for its default".into(),
-        ));
-    }
-    // What the lenient parser took, the strict one that places keys and keeps numbers as
-    // written could not: going on would lose both, silently.
-    if let Some((why, pos)) = &index.unreadable {
-        return Err(at(
-            *pos,
-            "",
-            format!("this layout is not strict YAML ({why}); indent a continued line or list more than its key"),
         ));
     }
     let Some(raw) = raw else {
@@ -383,6 +382,21 @@ fn explain_invalid_type(msg: &str) -> Option<String> {
         out.push_str("; put it in quotes if it is meant as text");
     }
     Some(out)
+}
+
+/// Keys a null may stand for: the lists and maps that, written with nothing (their
+/// entries commented out), are empty; and `chroot` and `commands`, which say so
+/// themselves. Any other key written with no value is refused (see `parse_layer`).
+fn may_be_null(key: &str) -> bool {
+    let per_command_env = key
+        .strip_prefix("commands[")
+        .and_then(|k| k.split_once("]."))
+        .is_some_and(|(n, rest)| n.parse::<usize>().is_ok() && rest == "env");
+    per_command_env
+        || matches!(
+            key,
+            "chroot" | "commands" | "shared" | "tmpfs" | "artifacts" | "env" | "pass_env"
+        )
 }
 
 impl Layer {

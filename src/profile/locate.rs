@@ -106,6 +106,8 @@ struct Builder {
     skipping: usize,
     /// The scalars that carry an anchor (`&a 0o644`), by the parser's anchor id.
     anchors: HashMap<usize, String>,
+    /// The maps and lists that carry an anchor, by anchor id: their key paths.
+    collections: HashMap<usize, String>,
 }
 
 fn pos(mark: &Marker) -> Pos {
@@ -208,19 +210,31 @@ impl MarkedEventReceiver for Builder {
                     self.index.written.insert(path, text);
                 }
             }
-            // An alias of a scalar is written as its anchor's scalar; what an alias of a
-            // map or a list holds is not indexed (so not known as written).
+            // An alias is written as its anchor: a scalar's text, or every scalar of an
+            // anchored map or list, under the alias's own path.
             Event::Alias(anchor) => {
                 if let Some(path) = self.value_path(Some(&mark)) {
                     if let Some(text) = self.anchors.get(&anchor) {
                         self.index.written.insert(path, text.clone());
+                    } else if let Some(from) = self.collections.get(&anchor) {
+                        let below: Vec<(String, String)> = self
+                            .index
+                            .written
+                            .iter()
+                            .filter_map(|(k, v)| {
+                                let rest = k.strip_prefix(from.as_str())?;
+                                (rest.starts_with('.') || rest.starts_with('['))
+                                    .then(|| (format!("{path}{rest}"), v.clone()))
+                            })
+                            .collect();
+                        self.index.written.extend(below);
                     }
                 }
             }
             Event::MappingStart(..) | Event::SequenceStart(..) if self.in_key_position() => {
                 self.skipping = 1;
             }
-            Event::MappingStart(..) => {
+            Event::MappingStart(anchor, _) => {
                 let in_seq = matches!(self.stack.last(), Some(Frame::Seq { .. }));
                 let path = if self.stack.is_empty() {
                     String::new()
@@ -228,6 +242,9 @@ impl MarkedEventReceiver for Builder {
                     self.value_path((!in_seq).then_some(&mark))
                         .unwrap_or_default()
                 };
+                if anchor != 0 {
+                    self.collections.insert(anchor, path.clone());
+                }
                 self.stack.push(Frame::Map {
                     path,
                     key: None,
@@ -235,12 +252,15 @@ impl MarkedEventReceiver for Builder {
                     locate_at_first_key: in_seq,
                 });
             }
-            Event::SequenceStart(..) => {
+            Event::SequenceStart(anchor, _) => {
                 let path = if self.stack.is_empty() {
                     String::new()
                 } else {
                     self.value_path(Some(&mark)).unwrap_or_default()
                 };
+                if anchor != 0 {
+                    self.collections.insert(anchor, path.clone());
+                }
                 self.stack.push(Frame::Seq { path, next: 0 });
             }
             Event::MappingEnd | Event::SequenceEnd => {

@@ -126,20 +126,20 @@ pub fn share_holding<'a>(
     (!covered).then_some(share)
 }
 
-/// A mount strictly below `from` (a tmpfs or another share), as its key path and target:
-/// its files are not in the host folder of the tree that holds `from`. Pure.
+/// A mount strictly below `from` (a tmpfs or another share), as where it is written and
+/// its target: its files are not in the host folder of the tree that holds `from`. Pure.
 pub fn mount_below(
     from: &ChrootPath,
     shared: &[Share],
     tmpfs: &[Tmpfs],
-) -> Option<(String, ChrootPath)> {
+) -> Option<(Origin, ChrootPath)> {
     let below = |t: &ChrootPath| t.is_within(from) && t != from;
     shared
         .iter()
         .map(|s| (&s.target, &s.origin))
         .chain(tmpfs.iter().map(|t| (&t.target, &t.origin)))
         .find(|(t, _)| below(t))
-        .map(|(t, o)| (o.key.clone(), t.clone()))
+        .map(|(t, o)| (o.clone(), t.clone()))
 }
 
 /// A mistake in a profile (or in a command-line override), located as precisely as known.

@@ -424,16 +424,12 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
         };
         let target = c.target(target_text, &target_origin);
         let (size_origin, mode_origin) = (item.origin.child("size"), item.origin.child("mode"));
-        let size = size.and_then(|s| {
-            match size_origin
-                .as_written(s)
-                .and_then(|t| units::parse_size(&t))
-            {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    c.err(&size_origin, e);
-                    None
-                }
+        // A size takes YAML's number: `0x1000` and `1e9` are the bytes they say.
+        let size = size.and_then(|s| match units::parse_size(&s.text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                c.err(&size_origin, e);
+                None
             }
         });
         let mode = mode.and_then(|m| {
@@ -471,7 +467,7 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
                 origin,
                 format!(
                     "duplicate target `{target}`: {}already mounts there",
-                    describe(first)
+                    describe_from(first, origin)
                 ),
             ));
         }
@@ -575,13 +571,15 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
         let copy = a.copy.unwrap_or(false);
         if let Some(from) = &from {
             let in_place = !copy && super::share_holding(from, &shared, &tmpfs).is_some();
-            if let Some((key, target)) = in_place
+            if let Some((mount, target)) = in_place
                 .then(|| super::mount_below(from, &shared, &tmpfs))
                 .flatten()
             {
+                let here = item.origin.child("from");
+                let by = describe_from(&mount, &here);
                 c.err(
-                    &item.origin.child("from"),
-                    format!("`{from}` is in a shared tree, and {key} mounts `{target}` below it: the files there are not in the tree's folder on the host, so recording them in place would miss them; set `copy: true` to copy what the build sees, or narrow `from`"),
+                    &here,
+                    format!("`{from}` is in a shared tree, and {by}mounts `{target}` below it: the files there are not in the tree's folder on the host, so recording them in place would miss them; set `copy: true` to copy what the build sees, or narrow `from`"),
                 );
             }
         }
@@ -631,5 +629,17 @@ fn describe(origin: &Origin) -> String {
     match origin.pos() {
         Some(p) => format!("{} (line {}) ", origin.key, p.line),
         None => format!("{} ", origin.key),
+    }
+}
+
+/// [`describe`], with the file when it is not `here`'s: after `extends`, `shared[0]` of
+/// the base is not `shared[0]` of the child.
+fn describe_from(origin: &Origin, here: &Origin) -> String {
+    match origin.file() {
+        Some(f) if origin.file() != here.file() => match origin.pos() {
+            Some(p) => format!("{} ({}:{}) ", origin.key, f.display(), p.line),
+            None => format!("{} ({}) ", origin.key, f.display()),
+        },
+        _ => describe(origin),
     }
 }

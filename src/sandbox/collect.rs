@@ -119,6 +119,8 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> String {
 enum Taken {
     /// A file of the same name.
     Name,
+    /// A folder of the same name, holding another rule's files.
+    IsFolder,
     /// A file where one of its folders would go.
     Folder,
 }
@@ -127,6 +129,7 @@ impl Taken {
     fn reason(&self) -> &'static str {
         match self {
             Taken::Name => "another rule already collected a file of this name",
+            Taken::IsFolder => "another rule already collected files in a folder of this name",
             Taken::Folder => "another rule already collected a file where one of its folders goes",
         }
     }
@@ -215,7 +218,15 @@ fn copy_one(
         Mode::from_bits_truncate(0o600),
     ) {
         Ok(fd) => fd,
-        Err(nix::errno::Errno::EEXIST) => return Ok(Err(Taken::Name)),
+        Err(nix::errno::Errno::EEXIST) => {
+            let folder = nix::sys::stat::fstatat(
+                dir.as_fd(),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+            return Ok(Err(if folder { Taken::IsFolder } else { Taken::Name }));
+        }
         Err(e) => return Err(io_err(&format!("create the artifact {shown}"), e)),
     };
     let mut to = File::from(fd);

@@ -148,6 +148,23 @@ artifacts:
     assert_eq!(report["outcome"], "success", "{report:#}");
     assert_eq!(refused_paths(&report, 0), ["SHA256SUMS/s"]);
     assert_eq!(refused_paths(&report, 1), ["dir", "sub/x"]);
+    let reason = |rule: u64, path: &str| {
+        report["refused"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["rule"] == rule && r["path"] == path)
+            .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason(1, "dir").contains("in a folder of this name"),
+        "{report:#}"
+    );
+    assert!(
+        reason(1, "sub/x").contains("where one of its folders goes"),
+        "{report:#}"
+    );
     // A `from` that is a link is not followed, nor one that is a file taken as a folder.
     assert_eq!(refused_paths(&report, 2), ["."]);
     assert_eq!(refused_paths(&report, 3), ["."]);
