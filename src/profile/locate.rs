@@ -4,7 +4,7 @@
 //! It also finds what serde silently accepts: duplicate keys and extra documents.
 //! Pure: text in, index out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
@@ -27,7 +27,7 @@ pub struct KeyIndex {
     pub too_deep: Option<Pos>,
     /// Each scalar value as written, by key path: YAML reads `0o644` and `3.10` as the
     /// numbers 420 and 3.1, and a mode or a variable's value wants the text.
-    written: HashMap<String, String>,
+    written: BTreeMap<String, String>,
     /// The values written as nothing or as null (`key:`, `key: ~`, `key: null`), by key
     /// path, in order: YAML reads them all as null, which an optional key takes as unset.
     pub nulls: Vec<(String, Pos)>,
@@ -106,9 +106,18 @@ struct Builder {
     skipping: usize,
     /// The scalars that carry an anchor (`&a 0o644`), by the parser's anchor id.
     anchors: HashMap<usize, String>,
-    /// The maps and lists that carry an anchor, by anchor id: their key paths.
-    collections: HashMap<usize, String>,
+    /// The maps and lists that carry an anchor, by anchor id: the scalars they hold as
+    /// written, by their path below the anchored node.
+    collections: HashMap<usize, Vec<(String, String)>>,
+    /// The anchored maps and lists still open: stack depth, anchor id and key path.
+    anchored: Vec<(usize, usize, String)>,
+    /// How many written values aliases have brought so far (see [`MAX_REPLAYED`]).
+    replayed: usize,
 }
+
+/// At most this many values are indexed through aliases of maps and lists: a real
+/// profile has a few dozen, and an alias bomb would grow without end.
+const MAX_REPLAYED: usize = 10_000;
 
 fn pos(mark: &Marker) -> Pos {
     Pos {
@@ -216,17 +225,17 @@ impl MarkedEventReceiver for Builder {
                 if let Some(path) = self.value_path(Some(&mark)) {
                     if let Some(text) = self.anchors.get(&anchor) {
                         self.index.written.insert(path, text.clone());
-                    } else if let Some(from) = self.collections.get(&anchor) {
-                        let below: Vec<(String, String)> = self
-                            .index
-                            .written
+                    } else if let Some(held) = self.collections.get(&anchor) {
+                        // A budget, not the whole expansion: aliases of aliases grow
+                        // exponentially (the "billion laughs"), and the deserializer
+                        // refuses such a file anyway.
+                        let room = MAX_REPLAYED.saturating_sub(self.replayed);
+                        let below: Vec<(String, String)> = held
                             .iter()
-                            .filter_map(|(k, v)| {
-                                let rest = k.strip_prefix(from.as_str())?;
-                                (rest.starts_with('.') || rest.starts_with('['))
-                                    .then(|| (format!("{path}{rest}"), v.clone()))
-                            })
+                            .take(room)
+                            .map(|(rest, v)| (format!("{path}{rest}"), v.clone()))
                             .collect();
+                        self.replayed += below.len();
                         self.index.written.extend(below);
                     }
                 }
@@ -243,7 +252,8 @@ impl MarkedEventReceiver for Builder {
                         .unwrap_or_default()
                 };
                 if anchor != 0 {
-                    self.collections.insert(anchor, path.clone());
+                    self.anchored
+                        .push((self.stack.len() + 1, anchor, path.clone()));
                 }
                 self.stack.push(Frame::Map {
                     path,
@@ -259,11 +269,35 @@ impl MarkedEventReceiver for Builder {
                     self.value_path(Some(&mark)).unwrap_or_default()
                 };
                 if anchor != 0 {
-                    self.collections.insert(anchor, path.clone());
+                    self.anchored
+                        .push((self.stack.len() + 1, anchor, path.clone()));
                 }
                 self.stack.push(Frame::Seq { path, next: 0 });
             }
             Event::MappingEnd | Event::SequenceEnd => {
+                // An anchored map or list is complete: what it holds, as written, is
+                // kept for its aliases, by the path below it.
+                if self
+                    .anchored
+                    .last()
+                    .is_some_and(|(depth, ..)| *depth == self.stack.len())
+                {
+                    let (_, anchor, from) = self.anchored.pop().expect("checked above");
+                    // Below `from` are the keys that start `from.` or `from[`: two runs of
+                    // the sorted map.
+                    let mut held = Vec::new();
+                    for sep in ['.', '['] {
+                        let start = format!("{from}{sep}");
+                        let run = self.index.written.range(start.clone()..);
+                        for (k, v) in run.take_while(|(k, _)| k.starts_with(&start)) {
+                            if held.len() == MAX_REPLAYED {
+                                break;
+                            }
+                            held.push((k[from.len()..].to_string(), v.clone()));
+                        }
+                    }
+                    self.collections.insert(anchor, held);
+                }
                 self.stack.pop();
             }
             _ => {}
