@@ -45,6 +45,19 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
                 reason: reason.into(),
             });
         }
+        if kind
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            // Not a refusal (nothing was there to refuse), but worth a line in the log:
+            // a rule that is not `required` matches nothing then without another word.
+            wire.send(Event::Note {
+                message: format!(
+                    "artifacts[{index}]: {} does not exist in the chroot; nothing to collect from it",
+                    rule.from
+                ),
+            });
+        }
         if kind.is_ok_and(|k| k == artifact::EntryKind::Dir) {
             for entry in walkdir::WalkDir::new(from).follow_links(false) {
                 let entry = match entry {

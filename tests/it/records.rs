@@ -139,6 +139,7 @@ artifacts:
   - from: /c
   - from: /tmp/link
   - from: /tmp/file
+  - from: /nowhere
 "#,
     );
     let p = profile.to_str().unwrap();
@@ -172,6 +173,13 @@ artifacts:
         .iter()
         .all(|a| a["rule"] != 2 && a["rule"] != 3));
     assert!(artifact(&report, 0, "sub").is_some() && artifact(&report, 0, "dir/y").is_some());
+    // A `from` that is not there is no refusal, but the log says so.
+    assert_eq!(refused_paths(&report, 4), Vec::<String>::new());
+    let log = fs::read_to_string(world.latest("clash").join("build.log")).unwrap();
+    assert!(
+        log.contains("artifacts[4]: /nowhere does not exist in the chroot"),
+        "{log}"
+    );
     let arts = world.latest("clash").join("artifacts");
     let check = sha256sums_check(&arts);
     assert!(check.status.success(), "{}", show(&check));
