@@ -169,7 +169,7 @@ pub fn check(profile: &Profile, out: &Path, host: &dyn HostView) -> Vec<Problem>
                 ),
                 Some(format!("mkdir -p {}", share.source.display())),
             );
-        } else if !share.readonly && real_out.starts_with(host.canonical(&share.source)) {
+        } else if !share.readonly && real_out.starts_with(&real) {
             problem(
                 &share.origin,
                 format!(

@@ -625,21 +625,15 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
     })
 }
 
-fn describe(origin: &Origin) -> String {
-    match origin.pos() {
-        Some(p) => format!("{} (line {}) ", origin.key, p.line),
-        None => format!("{} ", origin.key),
-    }
-}
-
-/// [`describe`], with the file when it is not `here`'s: after `extends`, `shared[0]` of
-/// the base is not `shared[0]` of the child.
+/// Where `origin` is written, for a message about `here`: its key and line, and its file
+/// when it is not `here`'s (after `extends`, `shared[0]` of the base is not `shared[0]`
+/// of the child).
 fn describe_from(origin: &Origin, here: &Origin) -> String {
-    match origin.file() {
-        Some(f) if origin.file() != here.file() => match origin.pos() {
-            Some(p) => format!("{} ({}:{}) ", origin.key, f.display(), p.line),
-            None => format!("{} ({}) ", origin.key, f.display()),
-        },
-        _ => describe(origin),
+    let line = origin.pos().map(|p| p.line);
+    match (origin.file().filter(|_| origin.file() != here.file()), line) {
+        (Some(f), Some(l)) => format!("{} ({}:{l}) ", origin.key, f.display()),
+        (Some(f), None) => format!("{} ({}) ", origin.key, f.display()),
+        (None, Some(l)) => format!("{} (line {l}) ", origin.key),
+        (None, None) => format!("{} ", origin.key),
     }
 }
