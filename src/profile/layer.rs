@@ -80,8 +80,8 @@ impl Origin {
     /// `value` as the file writes it: a number keeps its digits (`0o644`, `3.10`, `007`)
     /// and a boolean its spelling (`True`), not what YAML reads them as. A string is its
     /// text already. `Err` with a message for a number or boolean whose writing is not
-    /// known (it came through an alias of a map or a list): what YAML made of it may
-    /// not be what was meant.
+    /// known (the strict event parser stopped before it, or it came through more
+    /// aliases than the index follows): what YAML made of it may not be what was meant.
     pub fn as_written(&self, value: &Scalar) -> Result<String, String> {
         if !value.typed {
             return Ok(value.text.clone());

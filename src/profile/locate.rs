@@ -104,11 +104,10 @@ struct Builder {
     documents: usize,
     /// Depth of a complex (non-scalar) key being skipped.
     skipping: usize,
-    /// The scalars that carry an anchor (`&a 0o644`), by the parser's anchor id.
-    anchors: HashMap<usize, String>,
-    /// The maps and lists that carry an anchor, by anchor id: the scalars they hold as
-    /// written, by their path below the anchored node.
-    collections: HashMap<usize, Vec<(String, String)>>,
+    /// What each anchor (`&a`) stands for, by the parser's anchor id: the scalars it
+    /// holds as written, by their path below the anchored node (`""` for an anchored
+    /// scalar itself).
+    anchors: HashMap<usize, Vec<(String, String)>>,
     /// The anchored maps and lists still open: stack depth, anchor id and key path.
     anchored: Vec<(usize, usize, String)>,
     /// How many written values aliases have brought so far (see [`MAX_REPLAYED`]).
@@ -209,7 +208,8 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Scalar(text, style, anchor, _) => {
                 if anchor != 0 {
-                    self.anchors.insert(anchor, text.clone());
+                    self.anchors
+                        .insert(anchor, vec![(String::new(), text.clone())]);
                 }
                 if let Some(path) = self.value_path(Some(&mark)) {
                     let null = matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL");
@@ -220,24 +220,21 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             // An alias is written as its anchor: a scalar's text, or every scalar of an
-            // anchored map or list, under the alias's own path.
+            // anchored map or list, under the alias's own path. A budget, not the whole
+            // expansion: aliases of aliases grow exponentially (the "billion laughs"),
+            // and the deserializer refuses such a file anyway.
             Event::Alias(anchor) => {
-                if let Some(path) = self.value_path(Some(&mark)) {
-                    if let Some(text) = self.anchors.get(&anchor) {
-                        self.index.written.insert(path, text.clone());
-                    } else if let Some(held) = self.collections.get(&anchor) {
-                        // A budget, not the whole expansion: aliases of aliases grow
-                        // exponentially (the "billion laughs"), and the deserializer
-                        // refuses such a file anyway.
-                        let room = MAX_REPLAYED.saturating_sub(self.replayed);
-                        let below: Vec<(String, String)> = held
-                            .iter()
-                            .take(room)
-                            .map(|(rest, v)| (format!("{path}{rest}"), v.clone()))
-                            .collect();
-                        self.replayed += below.len();
-                        self.index.written.extend(below);
-                    }
+                if let (Some(path), Some(held)) =
+                    (self.value_path(Some(&mark)), self.anchors.get(&anchor))
+                {
+                    let room = MAX_REPLAYED.saturating_sub(self.replayed);
+                    let below: Vec<(String, String)> = held
+                        .iter()
+                        .take(room)
+                        .map(|(rest, v)| (format!("{path}{rest}"), v.clone()))
+                        .collect();
+                    self.replayed += below.len();
+                    self.index.written.extend(below);
                 }
             }
             Event::MappingStart(..) | Event::SequenceStart(..) if self.in_key_position() => {
@@ -296,7 +293,7 @@ impl MarkedEventReceiver for Builder {
                             held.push((k[from.len()..].to_string(), v.clone()));
                         }
                     }
-                    self.collections.insert(anchor, held);
+                    self.anchors.insert(anchor, held);
                 }
                 self.stack.pop();
             }
