@@ -29,36 +29,7 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
         let sel = Selector::new(rule).map_err(|e| format!("artifacts[{index}]: {e}"))?;
         let from = Path::new(rule.from.as_str());
         let mut matched = 0;
-        // `from` itself is never followed either (the walk would follow its root); a
-        // missing one is a rule that matched nothing.
-        let kind = std::fs::symlink_metadata(from).map(|m| artifact::kind_of(m.file_type()));
-        if let Ok(k @ (artifact::EntryKind::Symlink | artifact::EntryKind::File)) = kind {
-            let reason = if k == artifact::EntryKind::Symlink {
-                "`from` is a symbolic link, and bldr never follows links: name the folder it leads to"
-            } else {
-                "`from` is a file, not a folder"
-            };
-            wire.send(Event::ArtifactRefused {
-                rule: index,
-                path: ".".into(),
-                path_hex: None,
-                reason: reason.into(),
-            });
-        }
-        if kind
-            .as_ref()
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        {
-            // Not a refusal (nothing was there to refuse), but worth a line in the log:
-            // a rule that is not `required` matches nothing then without another word.
-            wire.send(Event::Note {
-                message: format!(
-                    "artifacts[{index}]: {} does not exist in the chroot; nothing to collect from it",
-                    rule.from
-                ),
-            });
-        }
-        if kind.is_ok_and(|k| k == artifact::EntryKind::Dir) {
+        if from_is_a_folder(index, rule, wire) {
             for entry in walkdir::WalkDir::new(from).follow_links(false) {
                 let entry = match entry {
                     Ok(e) => e,
@@ -121,6 +92,35 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
         });
     }
     Ok(())
+}
+
+/// True when rule `index`'s `from` is a folder to walk. `from` itself is never followed
+/// (the walk would follow its root): a link, or a file, is refused in the report; a
+/// missing one is a rule that matched nothing, which the log notes, as a rule that is
+/// not `required` says no other word about it.
+fn from_is_a_folder(index: usize, rule: &crate::plan::ArtifactPlan, wire: &mut Wire) -> bool {
+    use artifact::EntryKind;
+    let refuse = |reason: &str| Event::ArtifactRefused {
+        rule: index,
+        path: ".".into(),
+        path_hex: None,
+        reason: reason.into(),
+    };
+    match std::fs::symlink_metadata(rule.from.as_str()).map(|m| artifact::kind_of(m.file_type())) {
+        Ok(EntryKind::Dir) => return true,
+        Ok(EntryKind::Symlink) => wire.send(refuse(
+            "`from` is a symbolic link, and bldr never follows links: name the folder it leads to",
+        )),
+        Ok(EntryKind::File) => wire.send(refuse("`from` is a file, not a folder")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => wire.send(Event::Note {
+            message: format!(
+                "artifacts[{index}]: {} does not exist in the chroot; nothing to collect from it",
+                rule.from
+            ),
+        }),
+        _ => {}
+    }
+    false
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> String {
