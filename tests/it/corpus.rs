@@ -388,6 +388,26 @@ fn plan_json(env: &TestEnv, path: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("the plan is JSON")
 }
 
+/// The value of the build's variable `name` in a plan's JSON, if it has one.
+fn plan_env(plan: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    plan["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|v| v["name"] == name)
+        .map(|v| v["value"].clone())
+}
+
+/// The mount at `target` in a plan's JSON.
+fn plan_mount<'a>(plan: &'a serde_json::Value, target: &str) -> &'a serde_json::Value {
+    plan["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["target"] == target)
+        .unwrap_or_else(|| panic!("no mount at {target}"))
+}
+
 #[test]
 fn a_crlf_profile_is_accepted_and_no_value_keeps_a_carriage_return() {
     let env = TestEnv::new();
@@ -407,13 +427,7 @@ fn a_crlf_profile_is_accepted_and_no_value_keeps_a_carriage_return() {
         .map(|c| c["run"].as_str().expect("run"))
         .collect();
     assert_eq!(runs, ["echo one", "echo two"]);
-    let makeopts = plan["env"]
-        .as_array()
-        .expect("env")
-        .iter()
-        .find(|v| v["name"] == "MAKEOPTS")
-        .expect("MAKEOPTS");
-    assert_eq!(makeopts["value"], "-j8");
+    assert_eq!(plan_env(&plan, "MAKEOPTS"), Some("-j8".into()));
 }
 
 #[test]
@@ -426,21 +440,9 @@ fn numbers_keep_the_digits_the_file_writes() {
         "chroot: /r\ntmpfs:\n  - target: /build\n    mode: 0o644\nenv:\n  PYTHON: 3.10\n  CODE: 007\n  JOBS: 8\n  DEBUG: True\ncommands:\n  - name: one\n    run: 'true'\n    env:\n      RELEASE: 1.0\n",
     );
     let plan = plan_json(&env, &path);
-    let build = plan["mounts"]
-        .as_array()
-        .expect("mounts")
-        .iter()
-        .find(|m| m["target"] == "/build")
-        .expect("the tmpfs");
+    let build = plan_mount(&plan, "/build");
     assert_eq!(build["mode"], 0o644, "{build}");
-    let value = |name: &str| {
-        plan["env"]
-            .as_array()
-            .expect("env")
-            .iter()
-            .find(|v| v["name"] == name)
-            .map(|v| v["value"].clone())
-    };
+    let value = |name: &str| plan_env(&plan, name);
     assert_eq!(value("PYTHON"), Some("3.10".into()));
     assert_eq!(value("CODE"), Some("007".into()));
     assert_eq!(value("JOBS"), Some("8".into()));
@@ -452,21 +454,12 @@ fn numbers_keep_the_digits_the_file_writes() {
         "chroot: /r\ntmpfs:\n  - {target: /a, mode: &m 0o644}\n  - {target: /b, mode: *m}\nenv: {V: &v 1.10, W: *v}\ncommands: [true]\n",
     );
     let plan = plan_json(&env, &path);
-    let modes: Vec<&serde_json::Value> = plan["mounts"]
-        .as_array()
-        .expect("mounts")
-        .iter()
-        .filter(|m| m["target"] == "/a" || m["target"] == "/b")
-        .map(|m| &m["mode"])
-        .collect();
+    let modes = [
+        &plan_mount(&plan, "/a")["mode"],
+        &plan_mount(&plan, "/b")["mode"],
+    ];
     assert_eq!(modes, [0o644, 0o644]);
-    let w = plan["env"]
-        .as_array()
-        .expect("env")
-        .iter()
-        .find(|v| v["name"] == "W")
-        .map(|v| v["value"].clone());
-    assert_eq!(w, Some("1.10".into()));
+    assert_eq!(plan_env(&plan, "W"), Some("1.10".into()));
 }
 
 #[test]
