@@ -233,7 +233,10 @@ pub fn ad_hoc(overrides: &Overrides, commands: Vec<String>) -> Result<Profile, P
         commands
             .into_iter()
             .map(|c| super::layer::Item {
-                value: super::raw::StringOr::Short(c),
+                value: super::raw::StringOr::Short(super::raw::Scalar {
+                    text: c,
+                    typed: false,
+                }),
                 origin: Origin::command_line("command"),
             })
             .collect(),

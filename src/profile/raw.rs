@@ -120,10 +120,12 @@ fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
     Option::<Text>::deserialize(d).map(|t| t.map(|t| t.0))
 }
 
-/// Either the short string form of an entry or its map form.
+/// Either the short form of an entry, one scalar, or its map form. The scalar is kept as
+/// a [`Scalar`]: `- true` in a command list is the shell's `true`, and `- 0x10` must run
+/// `0x10` as written, not YAML's `16` (`layer::Origin::as_written`).
 #[derive(Debug, Clone)]
 pub enum StringOr<T> {
-    Short(String),
+    Short(Scalar),
     Full(T),
 }
 
@@ -136,17 +138,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for StringOr<T> {
                 f.write_str("a string or a map")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StringOr::Short(v.to_string()))
+                ScalarVisitor.visit_str(v).map(StringOr::Short)
             }
-            // `- true` in a command list is the shell's `true`, not a boolean.
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(StringOr::Short(v.to_string()))
+                ScalarVisitor.visit_bool(v).map(StringOr::Short)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(StringOr::Short(v.to_string()))
+                ScalarVisitor.visit_i64(v).map(StringOr::Short)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(StringOr::Short(v.to_string()))
+                ScalarVisitor.visit_u64(v).map(StringOr::Short)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                ScalarVisitor.visit_f64(v).map(StringOr::Short)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 T::deserialize(de::value::MapAccessDeserializer::new(map)).map(StringOr::Full)
@@ -195,43 +199,44 @@ pub struct Scalar {
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or a number")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar {
-                    text: v.into(),
-                    typed: false,
-                })
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar {
-                    text: v.to_string(),
-                    typed: true,
-                })
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar {
-                    text: v.to_string(),
-                    typed: true,
-                })
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar {
-                    text: v.to_string(),
-                    typed: true,
-                })
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar {
-                    text: v.to_string(),
-                    typed: true,
-                })
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+impl Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or a number")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar {
+            text: v.into(),
+            typed: false,
+        })
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar {
+            text: v.to_string(),
+            typed: true,
+        })
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar {
+            text: v.to_string(),
+            typed: true,
+        })
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar {
+            text: v.to_string(),
+            typed: true,
+        })
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar {
+            text: v.to_string(),
+            typed: true,
+        })
     }
 }

@@ -205,6 +205,19 @@ impl Checker<'_> {
     }
 }
 
+/// Why a short `shared` or `tmpfs` entry that YAML read as a number or a boolean is
+/// refused: a path is text, as the map form's `source` and `target` are.
+fn not_a_path(value: &Scalar) -> String {
+    let kind = match value.text.as_str() {
+        "true" | "false" => "boolean",
+        _ => "number",
+    };
+    format!(
+        "expected a path, found the {kind} {}; put it in quotes",
+        value.text
+    )
+}
+
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -369,7 +382,11 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
     let mut shared = Vec::new();
     for item in &layer.shared {
         let (source_text, target_text, readonly, target_origin) = match &item.value {
-            StringOr::Short(s) => (s.as_str(), None, false, item.origin.clone()),
+            StringOr::Short(s) if s.typed => {
+                c.err(&item.origin, not_a_path(s));
+                continue;
+            }
+            StringOr::Short(s) => (s.text.as_str(), None, false, item.origin.clone()),
             StringOr::Full(f) => (
                 f.source.as_str(),
                 f.target.as_deref(),
@@ -414,7 +431,11 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
     let mut tmpfs = Vec::new();
     for item in &layer.tmpfs {
         let (target_text, size, mode, target_origin) = match &item.value {
-            StringOr::Short(s) => (s.as_str(), None, None, item.origin.clone()),
+            StringOr::Short(s) if s.typed => {
+                c.err(&item.origin, not_a_path(s));
+                continue;
+            }
+            StringOr::Short(s) => (s.text.as_str(), None, None, item.origin.clone()),
             StringOr::Full(f) => (
                 f.target.as_str(),
                 f.size.as_ref(),
@@ -484,11 +505,23 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
         Some(list) => {
             for item in list {
                 match &item.value {
-                    StringOr::Short(run) => {
-                        c.command_text(run, &item.origin);
+                    StringOr::Short(scalar) => {
+                        // `- 0x10` runs `0x10`; `- true` is the shell's `true`, also
+                        // where the file's layout leaves nothing known as written.
+                        let run = match item.origin.as_written(scalar) {
+                            Ok(run) => run,
+                            Err(_) if matches!(scalar.text.as_str(), "true" | "false") => {
+                                scalar.text.clone()
+                            }
+                            Err(why) => {
+                                c.err(&item.origin, why);
+                                continue;
+                            }
+                        };
+                        c.command_text(&run, &item.origin);
                         commands.push(Command {
                             name: None,
-                            run: run.clone(),
+                            run,
                             network: None,
                             workdir: None,
                             env: BTreeMap::new(),

@@ -137,6 +137,7 @@ const CASES: &[Case] = &[
     // wrong types
     bad("string_for_list.yaml",       &[e(":3:9: shared: ", "expected a list, found the string \"/var/cache/distfiles\"")]),
     bad("number_for_chroot.yaml",     &[e(":2:9: chroot: ", "expected a string, found the number 42")]),
+    bad("number_for_share.yaml",      &[e(":3:10: shared[0]: ", "expected a path, found the number 42; put it in quotes")]),
     bad("map_for_commands.yaml",      &[e(":4:3: commands: ", "expected a list, found a map")]),
     bad("list_for_map.yaml",          &[e(":4:3: env: ", "expected a map, found a list; write `KEY: value` lines")]),
     bad("map_for_env_value.yaml",     &[e(":4:13: env.MAKEOPTS: ", "expected a string or a number, found a map")]),
@@ -460,6 +461,19 @@ fn numbers_keep_the_digits_the_file_writes() {
     ];
     assert_eq!(modes, [0o644, 0o644]);
     assert_eq!(plan_env(&plan, "W"), Some("1.10".into()));
+    // A command in the short form runs as written too; `true` stays the shell's `true`.
+    let path = env.write(
+        "commands.yaml",
+        "chroot: /r\ncommands: [0x10, 007, 3.10, True, true, {run: 0x10}]\n",
+    );
+    let plan = plan_json(&env, &path);
+    let runs: Vec<_> = plan["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .map(|c| c["run"].as_str().expect("run"))
+        .collect();
+    assert_eq!(runs, ["0x10", "007", "3.10", "True", "true", "0x10"]);
 }
 
 #[test]
