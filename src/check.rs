@@ -27,9 +27,9 @@ pub fn check(search: &SearchPath, names: &[String], as_json: bool) -> i32 {
                 code = exit::USAGE;
                 let errors: Vec<String> = e.0.iter().map(|x| x.to_string()).collect();
                 if !as_json {
-                    eprintln!("{spec}: invalid");
+                    crate::errln!("{spec}: invalid");
                     for x in &errors {
-                        eprintln!("  error: {x}");
+                        crate::errln!("  error: {x}");
                     }
                 }
                 results.push(json!({"profile": spec, "valid": false, "errors": errors}));
@@ -43,11 +43,11 @@ pub fn check(search: &SearchPath, names: &[String], as_json: bool) -> i32 {
                     } else {
                         "valid, not ready here"
                     };
-                    eprintln!("{} ({}): {verdict}", p.name, p.file.display());
+                    crate::errln!("{} ({}): {verdict}", p.name, p.file.display());
                     for pr in &problems {
-                        eprintln!("  warning: {}", pr.message);
+                        crate::errln!("  warning: {}", pr.message);
                         if let Some(f) = &pr.fix {
-                            eprintln!("    fix: {f}");
+                            crate::errln!("    fix: {f}");
                         }
                     }
                 }
@@ -63,22 +63,22 @@ pub fn check(search: &SearchPath, names: &[String], as_json: bool) -> i32 {
     }
     let host = probe::host_support();
     if as_json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"profiles": results, "host": host}))
                 .expect("json")
         );
     } else {
-        eprintln!("host:");
+        crate::errln!("host:");
         for s in &host {
-            eprintln!(
+            crate::errln!(
                 "  {:<7} {:<14} {}",
                 if s.ok { "ok" } else { "MISSING" },
                 s.feature,
                 s.detail
             );
             if let Some(f) = &s.fix {
-                eprintln!("          fix: {f}");
+                crate::errln!("          fix: {f}");
             }
         }
     }

@@ -317,12 +317,12 @@ pub fn main() -> i32 {
             };
             let plan = plan::build(&p, &inputs).redacted();
             if json {
-                println!(
+                crate::outln!(
                     "{}",
                     serde_json::to_string_pretty(&plan).expect("plans serialize")
                 );
             } else {
-                print!("{}", render_plan(&plan));
+                crate::out!("{}", render_plan(&plan));
             }
             exit::SUCCESS
         }
@@ -393,11 +393,11 @@ fn list(search: &SearchPath, json: bool) -> i32 {
         rows.push(serde_json::json!({"name": name, "description": description, "file": path}));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        crate::outln!("{}", serde_json::to_string_pretty(&rows).expect("json"));
         return exit::SUCCESS;
     }
     if rows.is_empty() {
-        eprintln!(
+        crate::errln!(
             "bldr: no profiles found; looked in {}",
             search
                 .dirs
@@ -420,9 +420,9 @@ fn list(search: &SearchPath, json: bool) -> i32 {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:width$}  {:fwidth$}  DESCRIPTION", "NAME", "FILE");
+    crate::outln!("{:width$}  {:fwidth$}  DESCRIPTION", "NAME", "FILE");
     for r in &rows {
-        println!(
+        crate::outln!(
             "{:width$}  {:fwidth$}  {}",
             r["name"].as_str().unwrap_or(""),
             r["file"].as_str().unwrap_or(""),

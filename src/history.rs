@@ -17,22 +17,22 @@ fn entries(profile: Option<&str>) -> Vec<IndexEntry> {
 pub fn runs(profile: Option<&str>, json: bool) -> i32 {
     let list = entries(profile);
     if json {
-        println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+        crate::outln!("{}", serde_json::to_string_pretty(&list).expect("json"));
         return exit::SUCCESS;
     }
     if list.is_empty() {
         match profile {
-            Some(p) => eprintln!("bldr: no runs of {p} recorded"),
-            None => eprintln!("bldr: no runs recorded yet"),
+            Some(p) => crate::errln!("bldr: no runs of {p} recorded"),
+            None => crate::errln!("bldr: no runs recorded yet"),
         }
         return exit::SUCCESS;
     }
-    println!(
+    crate::outln!(
         "{:<24}  {:<16}  {:<16}  {:>9}  {:>9}  DIR",
         "RUN", "PROFILE", "OUTCOME", "DURATION", "ARTIFACTS"
     );
     for e in &list {
-        println!(
+        crate::outln!(
             "{:<24}  {:<16}  {:<16}  {:>9}  {:>9}  {}",
             e.run_id,
             e.profile,
@@ -53,7 +53,7 @@ pub fn logs(run: &str) -> i32 {
         .find(|e| e.run_id == run)
         .or_else(|| all.iter().rev().find(|e| e.profile == run));
     let Some(e) = found else {
-        eprintln!("bldr: error: no run `{run}`; `bldr runs` lists them");
+        crate::errln!("bldr: error: no run `{run}`; `bldr runs` lists them");
         return exit::USAGE;
     };
     let path = e.run_dir.join("build.log");
@@ -64,7 +64,7 @@ pub fn logs(run: &str) -> i32 {
             exit::SUCCESS
         }
         Err(err) => {
-            eprintln!("bldr: error: cannot read {}: {err}", path.display());
+            crate::errln!("bldr: error: cannot read {}: {err}", path.display());
             exit::USAGE
         }
     }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod exit;
 pub mod history;
 pub mod lock;
+pub mod out;
 pub mod plan;
 pub mod profile;
 pub mod readiness;

@@ -29,6 +29,10 @@ struct Inner {
     color: bool,
 }
 
+/// How much of a line the build has not finished is held back while a status line is
+/// drawn, so that the line is not torn by a redraw; a longer one is passed on in pieces.
+const PENDING_MAX: usize = 64 * 1024;
+
 /// Cheap to clone; every clone draws on the same terminal.
 #[derive(Clone)]
 pub struct Reporter(Arc<Mutex<Inner>>);
@@ -146,9 +150,7 @@ impl Reporter {
                 let _ = err.flush();
                 return;
             }
-            i.pending.extend_from_slice(bytes);
-            if let Some(cut) = i.pending.iter().rposition(|b| *b == b'\n') {
-                let whole: Vec<u8> = i.pending.drain(..=cut).collect();
+            if let Some(whole) = whole_lines(&mut i.pending, bytes) {
                 let bar = i.bar.clone();
                 let write = || {
                     let mut err = std::io::stderr().lock();
@@ -182,6 +184,23 @@ impl Reporter {
     }
 }
 
+/// Adds `bytes` to the held-back `pending` output and takes what may be shown now: up to
+/// the last newline, or all of it once PENDING_MAX is held without one. Only the new
+/// bytes are searched, so output that redraws with `\r` and never ends a line (wget,
+/// curl, cmake) costs what any other output does, and is held back at most PENDING_MAX.
+fn whole_lines(pending: &mut Vec<u8>, bytes: &[u8]) -> Option<Vec<u8>> {
+    let cut = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(at) => pending.len() + at + 1,
+        None if pending.len() + bytes.len() >= PENDING_MAX => pending.len() + bytes.len(),
+        None => {
+            pending.extend_from_slice(bytes);
+            return None;
+        }
+    };
+    pending.extend_from_slice(bytes);
+    Some(pending.drain(..cut).collect())
+}
+
 fn flush_pending(i: &mut Inner) {
     if i.pending.is_empty() {
         return;
@@ -201,7 +220,33 @@ fn flush_pending(i: &mut Inner) {
 fn print_line(i: &mut Inner, line: &str) {
     flush_pending(i);
     match &i.bar {
-        Some(b) => b.suspend(|| eprintln!("{line}")),
-        None => eprintln!("{line}"),
+        Some(b) => b.suspend(|| crate::errln!("{line}")),
+        None => crate::errln!("{line}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_shown_in_whole_lines_and_held_back_at_most_pending_max() {
+        let mut pending = Vec::new();
+        assert_eq!(whole_lines(&mut pending, b"one\ntw"), Some(b"one\n".to_vec()));
+        assert_eq!(whole_lines(&mut pending, b"o"), None);
+        assert_eq!(
+            whole_lines(&mut pending, b"\nthree\nfo"),
+            Some(b"two\nthree\n".to_vec())
+        );
+        assert_eq!(pending, b"fo");
+        // A line that never ends, a progress meter redrawing with `\r`.
+        let mut shown = 0;
+        for _ in 0..PENDING_MAX {
+            if let Some(out) = whole_lines(&mut pending, b"\r") {
+                shown += out.len();
+            }
+            assert!(pending.len() < PENDING_MAX);
+        }
+        assert_eq!(shown + pending.len(), PENDING_MAX + 2);
     }
 }

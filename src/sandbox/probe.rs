@@ -26,8 +26,8 @@ pub fn probe_namespaces_main() -> i32 {
         ("net", F::CLONE_NEWNET),
     ] {
         match nix::sched::unshare(flag) {
-            Ok(()) => println!("{name} ok"),
-            Err(e) => println!("{name} {}", e.desc()),
+            Ok(()) => crate::outln!("{name} ok"),
+            Err(e) => crate::outln!("{name} {}", e.desc()),
         }
     }
     0

@@ -422,3 +422,59 @@ fn ctrl_c_runs_the_build_s_trap_and_bldr_exits_130() {
     require_root!();
     signal_runs_the_build_s_trap(Signal::SIGINT, "INT");
 }
+
+/// Regression: bldr's stderr went to a pipe nobody reads any more (`bldr run X 2>&1 |
+/// head`, a dead `tee`, a terminal that hung up). Its first line of progress panicked
+/// the main thread, and the "stopping the build" line the signal thread, which then
+/// never passed SIGTERM on: the build ran on, unstoppable, and no report was written.
+#[test]
+fn sigterm_stops_the_build_when_bldr_s_stderr_is_a_broken_pipe() {
+    require_root!();
+    let fx = Fixture::new();
+    let profile = fx
+        .profile("deaf")
+        .command("echo some output; touch /mnt/sync/ready; sleep 100")
+        .command("touch /mnt/sync/second-command-ran")
+        .write();
+    // A fifo whose only reader opens it and leaves at once: every write to it fails
+    // with EPIPE from then on.
+    let outer = Outer {
+        before_exec: "mkfifo \"$T/dead$N\"\n\
+                      (exec 3<\"$T/dead$N\") &\n\
+                      reader=$!\n\
+                      exec 2>\"$T/dead$N\"\n\
+                      wait $reader"
+            .into(),
+        ..Outer::default()
+    };
+    let mut run = fx.spawn(&profile, &outer);
+    run.wait_ready();
+    let mut pins = Pins::default();
+    run.pin(&mut pins);
+    let sleeping = wait_until(Duration::from_secs(10), || {
+        processes_in(&pins).iter().any(|c| c == "sleep 100")
+    });
+    assert!(sleeping, "the command's sleep never started\n{}", run.output());
+    run.signal(Signal::SIGTERM);
+    let stopped = run.wait_exit_within(PROMPT);
+    assert!(
+        stopped.is_some(),
+        "bldr still ran {PROMPT:?} after SIGTERM: the signal was lost\n{}",
+        run.output()
+    );
+    let done = run.finish();
+    done.assert_outcome(143, "interrupted");
+    assert!(
+        done.log.lines().any(|l| l == "some output"),
+        "{}",
+        done.context()
+    );
+    assert_eq!(
+        done.command_statuses(),
+        ["interrupted", "not-run"],
+        "{}",
+        done.context()
+    );
+    assert!(!fx.sync.join("second-command-ran").exists());
+    done.assert_outer_unchanged();
+}
