@@ -29,7 +29,11 @@ pub fn runs(profile: Option<&str>, json: bool) -> i32 {
     }
     crate::outln!(
         "{:<24}  {:<16}  {:<16}  {:>9}  {:>9}  DIR",
-        "RUN", "PROFILE", "OUTCOME", "DURATION", "ARTIFACTS"
+        "RUN",
+        "PROFILE",
+        "OUTCOME",
+        "DURATION",
+        "ARTIFACTS"
     );
     for e in &list {
         crate::outln!(

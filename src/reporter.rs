@@ -232,7 +232,10 @@ mod tests {
     #[test]
     fn output_is_shown_in_whole_lines_and_held_back_at_most_pending_max() {
         let mut pending = Vec::new();
-        assert_eq!(whole_lines(&mut pending, b"one\ntw"), Some(b"one\n".to_vec()));
+        assert_eq!(
+            whole_lines(&mut pending, b"one\ntw"),
+            Some(b"one\n".to_vec())
+        );
         assert_eq!(whole_lines(&mut pending, b"o"), None);
         assert_eq!(
             whole_lines(&mut pending, b"\nthree\nfo"),

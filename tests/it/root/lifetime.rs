@@ -454,7 +454,11 @@ fn sigterm_stops_the_build_when_bldr_s_stderr_is_a_broken_pipe() {
     let sleeping = wait_until(Duration::from_secs(10), || {
         processes_in(&pins).iter().any(|c| c == "sleep 100")
     });
-    assert!(sleeping, "the command's sleep never started\n{}", run.output());
+    assert!(
+        sleeping,
+        "the command's sleep never started\n{}",
+        run.output()
+    );
     run.signal(Signal::SIGTERM);
     let stopped = run.wait_exit_within(PROMPT);
     assert!(
