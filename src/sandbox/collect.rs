@@ -18,15 +18,40 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Copies every rule's files; returns an error message if collection had to stop.
-pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<(), String> {
+/// Why collection ended before its end.
+#[derive(Debug)]
+pub enum Cut {
+    /// It could not go on: the disk is full, a read failed.
+    Failed(String),
+    /// A stop signal (SIGINT, SIGTERM, ...) is waiting: the user wants the run to end
+    /// now, not once gigabytes are copied. It is left pending, for init to take.
+    Stopped,
+}
+
+impl From<String> for Cut {
+    fn from(message: String) -> Cut {
+        Cut::Failed(message)
+    }
+}
+
+/// Whether a stop signal waits, checked before each file and each block copied.
+fn stop_requested() -> Result<(), Cut> {
+    if super::sys::signal_pending(&super::init::STOP_SIGNALS) {
+        return Err(Cut::Stopped);
+    }
+    Ok(())
+}
+
+/// Copies every rule's files, unless it is cut short.
+pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<(), Cut> {
     let mut buf = vec![0u8; 1 << 18];
     for (index, rule) in plan.artifacts.iter().enumerate() {
         if rule.host_path.is_some() && !rule.copy {
             // Already on the host in a shared tree: bldr's main process records it there.
             continue;
         }
-        let sel = Selector::new(rule).map_err(|e| format!("artifacts[{index}]: {e}"))?;
+        let sel =
+            Selector::new(rule).map_err(|e| Cut::Failed(format!("artifacts[{index}]: {e}")))?;
         let from = Path::new(rule.from.as_str());
         let mut matched = 0;
         if from_is_a_folder(index, rule, wire) {
@@ -53,6 +78,7 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
                 if rel.as_os_str().is_empty() {
                     continue;
                 }
+                stop_requested()?;
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
                 let refused = |reason: String| {
                     let (path, path_hex) = artifact::display_path(rel.as_os_str().as_bytes());
@@ -81,7 +107,7 @@ pub fn collect(plan: &Plan, stage: BorrowedFd<'_>, wire: &mut Wire) -> Result<()
                             });
                         }
                         Ok(Err(taken)) => wire.send(refused(taken.reason().into())),
-                        Err(message) => return Err(message),
+                        Err(cut) => return Err(cut),
                     },
                 }
             }
@@ -121,6 +147,15 @@ fn from_is_a_folder(index: usize, rule: &crate::plan::ArtifactPlan, wire: &mut W
         _ => {}
     }
     false
+}
+
+fn copy_failed(shown: &impl std::fmt::Display, e: std::io::Error) -> Cut {
+    let what = if e.raw_os_error() == Some(libc::ENOSPC) {
+        "disk full while writing the artifact"
+    } else {
+        "cannot copy the artifact"
+    };
+    Cut::Failed(format!("{what} {shown}: {e}"))
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> String {
@@ -194,7 +229,7 @@ fn copy_one(
     rel: &Path,
     stage: BorrowedFd<'_>,
     buf: &mut [u8],
-) -> Result<Result<(u64, String), Taken>, String> {
+) -> Result<Result<(u64, String), Taken>, Cut> {
     let shown = rel.display();
     // O_NOFOLLOW and O_NONBLOCK: a swapped-in link is refused, a FIFO never blocks us.
     let mut from = std::fs::OpenOptions::new()
@@ -206,7 +241,7 @@ fn copy_one(
         .metadata()
         .map_err(|e| io_err(&format!("stat {}", src.display()), e))?;
     if !meta.is_file() {
-        return Err(format!("{} changed type during collection", src.display()));
+        return Err(format!("{} changed type during collection", src.display()).into());
     }
     let size = meta.len();
     let free = nix::sys::statvfs::fstatvfs(stage)
@@ -215,7 +250,8 @@ fn copy_one(
     if size > free {
         return Err(format!(
             "disk full: the artifact {shown} needs {size} bytes and the output filesystem has {free} free"
-        ));
+        )
+        .into());
     }
     let dir = match parent_dir(stage, rel)? {
         Ok(d) => d,
@@ -240,32 +276,30 @@ fn copy_one(
             .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
             return Ok(Err(if folder { Taken::IsFolder } else { Taken::Name }));
         }
-        Err(e) => return Err(io_err(&format!("create the artifact {shown}"), e)),
+        Err(e) => return Err(io_err(&format!("create the artifact {shown}"), e).into()),
     };
     let mut to = File::from(fd);
     let mut hash = Sha256::new();
     let mut copied = 0u64;
-    let result = (|| -> std::io::Result<()> {
+    let result = (|| -> Result<(), Cut> {
         loop {
-            let n = from.read(buf)?;
+            stop_requested()?;
+            let n = from.read(buf).map_err(|e| copy_failed(&shown, e))?;
             if n == 0 {
                 break;
             }
             hash.update(&buf[..n]);
-            to.write_all(&buf[..n])?;
+            to.write_all(&buf[..n])
+                .map_err(|e| copy_failed(&shown, e))?;
             copied += n as u64;
         }
         Ok(())
     })();
-    if let Err(e) = result {
+    if let Err(cut) = result {
+        // Half a file is no artifact.
         drop(to);
         let _ = nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
-        let what = if e.raw_os_error() == Some(libc::ENOSPC) {
-            "disk full while writing the artifact"
-        } else {
-            "cannot copy the artifact"
-        };
-        return Err(format!("{what} {shown}: {e}"));
+        return Err(cut);
     }
     // Keep the permission bits but never setuid, setgid or sticky; keep the mtime.
     let _ = nix::sys::stat::fchmod(to.as_fd(), Mode::from_bits_truncate(meta.mode() & 0o777));

@@ -4,6 +4,7 @@
 //! and removes the mount points it created. It never returns to Rust's runtime with
 //! threads: this process is single-threaded from fork to exit.
 
+use super::collect::Cut;
 use super::mounts::{self, LiveMounts};
 use super::proto::{write_frame, Event, Frame};
 use super::sys;
@@ -39,16 +40,19 @@ const DROPPED_CAPABILITIES: &[i32] = &[
     39, // CAP_BPF
 ];
 
+/// The signals that stop a build: bldr passes them on to init, and init to the command.
+pub const STOP_SIGNALS: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
 /// The signals the init handles through its signalfd.
 pub fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
+    set.add(Signal::SIGCHLD);
+    for s in STOP_SIGNALS {
         set.add(s);
     }
     set
@@ -345,18 +349,29 @@ fn run(plan: &Plan, mut wire: Wire, early: Vec<u8>) -> i32 {
         return exit::SETUP;
     }
     init.wire.send(Event::Ready);
-    let code = init.run_commands();
+    let mut code = init.run_commands();
     let killed = init.kill_everything();
     // Collect only once nothing of the build can change the files any more, and not
-    // when the user asked the build to stop.
+    // when the user asked the build to stop. A stop signal during collection ends it
+    // there: what was copied stays, in a run left incomplete.
     if plan.artifacts_dir.is_some() && init.interrupted.is_none() {
-        match fetch_stage(&mut init.wire) {
-            Ok(stage) => {
-                if let Err(message) = super::collect::collect(plan, stage.as_fd(), &mut init.wire) {
-                    init.wire.send(Event::ArtifactsFailed { message });
+        let cut = match fetch_stage(&mut init.wire) {
+            Ok(stage) => super::collect::collect(plan, stage.as_fd(), &mut init.wire).err(),
+            Err(message) => Some(Cut::Failed(message)),
+        };
+        let message = match cut {
+            None => None,
+            Some(Cut::Failed(message)) => Some(message),
+            Some(Cut::Stopped) => {
+                init.take_pending_signals();
+                if let Some(sig) = init.interrupted {
+                    code = exit::signal(sig as i32);
                 }
+                Some("stopped by a signal before collection was complete".into())
             }
-            Err(message) => init.wire.send(Event::ArtifactsFailed { message }),
+        };
+        if let Some(message) = message {
+            init.wire.send(Event::ArtifactsFailed { message });
         }
     }
     let leftover = mounts::remove_created(&created);

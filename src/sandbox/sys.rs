@@ -705,6 +705,22 @@ pub fn reset_signal_actions() {
     }
 }
 
+/// True when one of `signals`, blocked in this thread, is waiting to be taken
+/// (sigpending(2)); it stays pending. Cheap enough to ask between every block of a copy.
+pub fn signal_pending(signals: &[nix::sys::signal::Signal]) -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given; it is read only when that succeeded.
+    if unsafe { libc::sigpending(set.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: initialised by the successful sigpending above.
+    let set = unsafe { set.assume_init() };
+    signals
+        .iter()
+        // SAFETY: sigismember only reads the initialised set.
+        .any(|s| unsafe { libc::sigismember(&set, *s as libc::c_int) } == 1)
+}
+
 /// Drops `caps` from this process's capability bounding set (prctl(2),
 /// PR_CAPBSET_DROP). A capability the kernel does not know (EINVAL) is skipped: there is
 /// nothing to drop.

@@ -615,12 +615,13 @@ fn a_full_disk_fails_with_3_naming_the_file_and_keeps_earlier_runs() {
     assert_eq!(report["exit_code"], 3);
 }
 
-#[test]
-fn sigkill_during_collection_publishes_nothing_and_keeps_latest() {
-    if !require_root("sigkill_during_collection_publishes_nothing_and_keeps_latest") {
-        return;
-    }
-    let world = World::new();
+/// A run of a profile whose second run has 40,000 files to collect, stopped by `signal`
+/// once collection is under way, after a first run with one file to collect. Returns
+/// bldr's exit status, the profile's run folder and the first run's name.
+fn stop_during_collection(
+    world: &World,
+    signal: nix::sys::signal::Signal,
+) -> (std::process::ExitStatus, PathBuf, PathBuf) {
     world.busybox_root("root");
     let profile = world.profile(
         "killed",
@@ -635,7 +636,7 @@ artifacts: [{from: /out}]
     );
     let out = world.run(&profile, &["--setenv", "MANY=0"]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    let dir = runs_of(&world, "killed");
+    let dir = runs_of(world, "killed");
     let earlier = fs::read_link(dir.join("latest")).expect("latest after the first run");
 
     let p = profile.to_str().unwrap();
@@ -664,12 +665,42 @@ artifacts: [{from: /out}]
         std::thread::sleep(Duration::from_millis(2));
     };
     // unshare execs bldr, so the child's pid is bldr's.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let status = child.wait().unwrap();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+    let status = match wait_within(&mut child, HANG) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            panic!("bldr did not stop within {HANG:?} of {signal:?}");
+        }
+    };
     assert!(collecting, "never saw collection start (bldr: {status:?})");
+    (status, dir, earlier)
+}
+
+/// The child's exit status, or None if it still runs after `limit`.
+fn wait_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sigkill_during_collection_publishes_nothing_and_keeps_latest() {
+    if !require_root("sigkill_during_collection_publishes_nothing_and_keeps_latest") {
+        return;
+    }
+    let world = World::new();
+    let (status, dir, earlier) = stop_during_collection(&world, nix::sys::signal::Signal::SIGKILL);
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9),
@@ -694,6 +725,53 @@ artifacts: [{from: /out}]
         fs::read_link(dir.join("latest")).unwrap(),
         earlier,
         "latest moved"
+    );
+}
+
+/// Regression: SIGTERM during collection was taken only once every file was copied (of
+/// gigabytes, minutes later), and the run was published as if collection had not been
+/// cut short. It stops collection at once; the files copied so far stay in a run left
+/// incomplete, and the report says `interrupted`.
+#[test]
+fn sigterm_during_collection_stops_it_and_leaves_the_run_incomplete() {
+    if !require_root("sigterm_during_collection_stops_it_and_leaves_the_run_incomplete") {
+        return;
+    }
+    let world = World::new();
+    let (status, dir, earlier) = stop_during_collection(&world, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    let names = entries(&dir);
+    let incomplete: Vec<&String> = names
+        .iter()
+        .filter(|n| n.ends_with(".incomplete"))
+        .collect();
+    assert_eq!(
+        incomplete.len(),
+        1,
+        "the stopped run is left incomplete: {names:?}"
+    );
+    assert_eq!(
+        fs::read_link(dir.join("latest")).unwrap(),
+        earlier,
+        "latest moved"
+    );
+    let run = dir.join(incomplete[0]);
+    let report = read_json(&run.join("report.json"));
+    assert_eq!(report["outcome"], "interrupted", "{report:#}");
+    assert_eq!(report["signal"], 15, "{report:#}");
+    let copied = report["artifacts"].as_array().unwrap().len();
+    assert!(
+        copied < 40_000,
+        "collection went on to the end after SIGTERM: {copied} artifacts"
+    );
+    let log = fs::read_to_string(run.join("build.log")).unwrap();
+    assert!(
+        log.contains("stopped by a signal before collection was complete"),
+        "{log}"
+    );
+    assert!(
+        !run.join("artifacts/SHA256SUMS").exists(),
+        "a cut collection has no manifest"
     );
 }
 
