@@ -6,7 +6,7 @@ pub const SUCCESS: i32 = 0;
 pub const COMMAND_FAILED: i32 = 1;
 /// Usage error or invalid profile (or a profile not ready to run here).
 pub const USAGE: i32 = 2;
-/// Artifact collection failed, or a `required` rule matched nothing.
+/// Collecting artifacts or writing the run record failed, or a `required` rule matched nothing.
 pub const ARTIFACTS: i32 = 3;
 /// The sandbox could not be set up (privileges, kernel, chroot).
 pub const SETUP: i32 = 4;
@@ -26,7 +26,7 @@ Exit status:
   0        every command succeeded
   1        a command failed (its own status is printed and recorded)
   2        usage error, invalid profile, or a profile not ready to run here
-  3        artifact collection failed, or a `required` rule matched nothing
+  3        collecting artifacts or writing the record failed, or a `required` rule matched nothing
   4        the sandbox could not be set up (privileges, kernel, chroot)
   75       another run holds the chroot's lock (retry later; --no-wait)
   124      a timeout expired

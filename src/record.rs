@@ -88,6 +88,9 @@ pub struct BuildLog {
     file: File,
     pub path: PathBuf,
     at_line_start: bool,
+    /// The first write that failed (a full disk): from there on the log is cut off, and
+    /// the run must say so rather than pass for complete.
+    pub lost: Option<String>,
 }
 
 impl BuildLog {
@@ -101,6 +104,7 @@ impl BuildLog {
             file,
             path,
             at_line_start: true,
+            lost: None,
         })
     }
 
@@ -111,7 +115,7 @@ impl BuildLog {
             line.push('\n');
         }
         line.push_str(&format!("[{}] {text}\n", timestamp(SystemTime::now())));
-        let _ = self.file.write_all(line.as_bytes());
+        self.write(line.as_bytes());
         self.at_line_start = true;
     }
 
@@ -120,8 +124,22 @@ impl BuildLog {
         if bytes.is_empty() {
             return;
         }
-        let _ = self.file.write_all(bytes);
+        self.write(bytes);
         self.at_line_start = bytes.ends_with(b"\n");
+    }
+
+    /// Writes to the log until a write fails; after that nothing, so that the log
+    /// ends where it was cut, with no hole in its middle if space comes back.
+    fn write(&mut self, bytes: &[u8]) {
+        if self.lost.is_some() {
+            return;
+        }
+        if let Err(e) = self.file.write_all(bytes) {
+            self.lost = Some(format!(
+                "cannot write {}, which is cut off there: {e}",
+                self.path.display()
+            ));
+        }
     }
 }
 

@@ -598,8 +598,17 @@ pub fn run(
             )
         })
         .collect();
+    // The log is part of the record: one cut off by a full disk is a run whose record
+    // failed, as a collection that failed is.
+    let log_lost = log.lost.clone();
+    if let Some(lost) = &log_lost {
+        rep.error(lost);
+    }
     if outcome == Outcome::Success {
-        if let Some(f) = &sink.failed {
+        if let Some(lost) = &log_lost {
+            (outcome, code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
+            message = Some(lost.clone());
+        } else if let Some(f) = &sink.failed {
             (outcome, code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
             message = Some(f.clone());
         } else if !missing.is_empty() {
@@ -641,7 +650,7 @@ pub fn run(
     }
     // A collection that failed part-way stays `<run-id>.incomplete`; everything else is
     // published under its id.
-    let publish = sink.failed.is_none();
+    let publish = sink.failed.is_none() && log_lost.is_none();
     let keep = match opts.keep {
         Keep::Always => true,
         Keep::Failure => outcome != Outcome::Success,
@@ -701,7 +710,9 @@ pub fn run(
         host_clean,
         scratch: kept_scratch,
     };
-    finish(rep, &state, &run_dir, publish, &report, opts.json);
+    if !finish(rep, &state, &run_dir, publish, &report, opts.json) && code == exit::SUCCESS {
+        code = exit::ARTIFACTS;
+    }
     // The layer goes once no mount holds it, before the lock goes, and after the record is
     // written.
     if let Some(layer) = discard {
@@ -725,7 +736,9 @@ pub fn run(
 }
 
 /// Writes report.json, publishes the run directory, switches `latest`, appends the index
-/// entry and prints the summary.
+/// entry and prints the summary. Returns false when report.json could not be written:
+/// the run directory then stays `<run-id>.incomplete`, since a published run always has
+/// its report, and the index says `artifacts-failed` for a run that had succeeded.
 fn finish(
     rep: &Reporter,
     state: &Path,
@@ -733,19 +746,24 @@ fn finish(
     publish: bool,
     report: &Report,
     json: bool,
-) {
+) -> bool {
     let work = &run_dir.work;
     let report_path = work.join("report.json");
     let written = record::write_atomically_with(&report_path, |w| {
         serde_json::to_writer_pretty(&mut *w, report).map_err(std::io::Error::other)?;
         w.write_all(b"\n")
     });
-    if let Err(e) = written {
+    let mut outcome = report.outcome;
+    let mut exit_code = report.exit_code;
+    if let Err(e) = &written {
         rep.error(&format!("cannot write {}: {e}", report_path.display()));
+        if outcome == Outcome::Success {
+            (outcome, exit_code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
+        }
     }
     let _ = std::fs::remove_file(work.join(".artifacts.jsonl"));
     let mut final_dir = work.clone();
-    if publish {
+    if publish && written.is_ok() {
         match run_dir.publish() {
             Ok(()) => {
                 final_dir = run_dir.done.clone();
@@ -766,7 +784,7 @@ fn finish(
         run_id: report.run_id.clone(),
         profile: report.profile.name.clone(),
         run_dir: final_dir.clone(),
-        outcome: report.outcome,
+        outcome,
         started: report.started.clone(),
         duration_ms: report.duration_ms,
         artifacts: report.artifacts.len(),
@@ -791,19 +809,19 @@ fn finish(
             n => format!(", {n} artifacts"),
         }
     };
-    let summary = match report.outcome {
+    let summary = match outcome {
         Outcome::Success => format!("{} succeeded in {took}{artifacts}", report.profile.name),
         o => format!(
-            "{} {} in {took} (exit {}){artifacts}",
+            "{} {} in {took} (exit {exit_code}){artifacts}",
             report.profile.name,
             o.as_str(),
-            report.exit_code
         ),
     };
     rep.info(&format!("{summary}; record in {}", final_dir.display()));
     if !report.host_clean.clean {
         rep.warn("the host's mount table changed during the run; see host_clean in report.json");
     }
+    written.is_ok()
 }
 
 /// What the watch over a running sandbox saw.

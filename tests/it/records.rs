@@ -1059,3 +1059,54 @@ fn a_run_without_its_run_directory_runs_nothing_and_leaves_nothing() {
         "the chroot keeps a mount point made for the run"
     );
 }
+
+/// Regression: with the output folder full, build.log was cut off without a word, the
+/// report could not be written, and the run was still published as a `success`, exit 0,
+/// `latest` pointing at a directory with no report. A run whose log or report is lost
+/// is not complete: it stays `<run-id>.incomplete`, and bldr says so and exits 3.
+#[test]
+fn a_full_output_folder_cuts_the_log_and_the_run_is_not_published() {
+    if !require_root("a_full_output_folder_cuts_the_log_and_the_run_is_not_published") {
+        return;
+    }
+    let world = World::new();
+    world.busybox_root("root");
+    let profile = world.profile(
+        "chatty",
+        "chroot: root\ncommands:\n  - seq 1 40000\n  - echo second-command\n",
+    );
+    let out = world.path("small");
+    fs::create_dir(&out).unwrap();
+    let listing = world.path("listing");
+    // A 64 KiB tmpfs as the output folder, mounted in the namespace bldr runs in; what
+    // is in it is listed before the namespace and the tmpfs go.
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs {out} && \"$0\" run {profile} --out {out} --progress plain; rc=$?; ls -a {out}/chatty > {listing}; exit $rc",
+        out = out.display(),
+        profile = profile.display(),
+        listing = listing.display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(&script)
+        .arg(bldr_bin())
+        .env("BLDR_STATE_DIR", world.state());
+    let result = output_within(cmd, HANG);
+    assert_eq!(result.status.code(), Some(3), "{}", show(&result));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("build.log, which is cut off there: No space left on device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("succeeded"), "{stderr}");
+    let names = fs::read_to_string(&listing).unwrap();
+    let names: Vec<&str> = names.lines().filter(|n| !n.starts_with('.')).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(
+        names[0].ends_with(".incomplete"),
+        "not published: {names:?}"
+    );
+    let index = fs::read_to_string(world.state().join("runs.jsonl")).unwrap();
+    let entry: Value = serde_json::from_str(index.lines().last().unwrap()).unwrap();
+    assert_eq!(entry["outcome"], "artifacts-failed", "{entry}");
+}
