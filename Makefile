@@ -18,13 +18,17 @@ DEMO_ROOT := .demo/root
 TEST_PKGS := busybox-static debootstrap
 BENCH_PKGS := busybox-static bubblewrap systemd-container hyperfine debootstrap
 
-.PHONY: help build test lint demo bench deps clean
+.PHONY: help build install test lint demo bench deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 build: ## build the release binary (target/HOST/release/bldr, static on glibc)
 	$(CARGO) build --release $(TARGET)
+
+PREFIX ?= /usr/local
+install: build ## put bldr in $(PREFIX)/bin (/usr/local/bin), where the docs expect it
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/bldr
 
 deps: ## install the Debian packages the tests need (as root)
 	@scripts/ensure-packages.sh $(TEST_PKGS)

@@ -2,7 +2,7 @@
 # `make demo`: a busybox root, the demo build, and proof that the host saw nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bldr=${BLDR:-target/release/bldr}
+bldr=${BLDR:-target/$(rustc -vV | sed -n 's/^host: //p')/release/bldr}
 root=.demo/root
 export BLDR_STATE_DIR=${BLDR_STATE_DIR:-$PWD/.demo/state}
 if [ ! -x "$root/bin/busybox" ]; then
