@@ -185,6 +185,11 @@ pub struct Plan {
     /// sandbox before it leaves the host's root. Set by `run`, not by the profile.
     #[serde(default)]
     pub artifacts_dir: Option<PathBuf>,
+    /// Where init journals each mount point it creates in a chroot used in place, so
+    /// that the next run removes what a killed one left (`sandbox::mounts::JournalEntry`).
+    /// Set by `run`, not by the profile.
+    #[serde(default)]
+    pub mount_journal: Option<PathBuf>,
 }
 
 /// Facts from outside the profile that a plan needs. Pure values.
@@ -450,6 +455,7 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
         grace_ms: GRACE_MS,
         tty: false,
         artifacts_dir: None,
+        mount_journal: None,
     }
 }
 

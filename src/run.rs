@@ -246,19 +246,12 @@ fn write_sha256sums(dir: &Path, list: &ArtifactList) -> std::io::Result<()> {
 }
 
 /// The journal of mount points a run made in a chroot used in place, kept beside the
-/// chroot's lock while the run goes on: if bldr is killed before its init removed them,
-/// the next run on that chroot removes them (SPEC §4.3), holding the exclusive lock.
+/// chroot's lock while the run goes on. Init writes it as it makes them, an entry before
+/// and after each is made (`sandbox::mounts::JournalEntry`): if bldr and init are killed
+/// before init removed them, the next run on that chroot removes them (SPEC §4.3),
+/// holding the exclusive lock.
 pub struct MountJournal {
     path: Option<PathBuf>,
-    file: Option<std::fs::File>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct JournalEntry {
-    path: String,
-    dev: u64,
-    ino: u64,
-    dir: bool,
 }
 
 impl MountJournal {
@@ -268,7 +261,12 @@ impl MountJournal {
         let path = (!profile.ephemeral)
             .then(|| lock::journal_path(state, &profile.chroot).ok())
             .flatten();
-        MountJournal { path, file: None }
+        MountJournal { path }
+    }
+
+    /// Where init is to write the journal (`Plan::mount_journal`).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// Removes what an earlier, killed run left. Returns the lines for the log, which
@@ -281,20 +279,9 @@ impl MountJournal {
         let Ok(text) = std::fs::read_to_string(path) else {
             return notes;
         };
-        let made: Vec<_> = text
+        let made: Vec<crate::sandbox::mounts::JournalEntry> = text
             .lines()
-            .filter_map(|l| serde_json::from_str::<JournalEntry>(l).ok())
-            .filter_map(|e| {
-                let p = crate::chroot_path::ChrootPath::parse(&e.path).ok()?;
-                Some((
-                    p,
-                    crate::sandbox::mounts::Ident {
-                        dev: e.dev,
-                        ino: e.ino,
-                    },
-                    e.dir,
-                ))
-            })
+            .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         let (removed, left) = crate::sandbox::mounts::remove_journaled(chroot, &made);
         if removed > 0 {
@@ -309,28 +296,8 @@ impl MountJournal {
         notes
     }
 
-    fn record(&mut self, e: &JournalEntry) {
-        use std::io::Write;
-        let Some(path) = &self.path else { return };
-        if self.file.is_none() {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            self.file = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-                .ok();
-        }
-        if let (Some(f), Ok(mut line)) = (&mut self.file, serde_json::to_vec(e)) {
-            line.push(b'\n');
-            let _ = f.write_all(&line);
-        }
-    }
-
     /// The run removed its mount points itself: nothing is left to journal.
     fn close(&mut self) {
-        self.file = None;
         if let Some(path) = &self.path {
             let _ = std::fs::remove_file(path);
         }
@@ -462,6 +429,7 @@ pub fn run(
     let mut mounts = record::MountWatch::start();
     let mut journal = MountJournal::for_run(&state, profile);
     let replayed = journal.replay(rep, &profile.chroot);
+    plan.mount_journal = journal.path().map(Path::to_path_buf);
     // Init gets its plan now and sets up the mounts while the run directory is made; it
     // runs no command before the go, which comes once the log exists. A stop signal that
     // came first starts nothing: init, dropped, sees its stdin end and exits.
@@ -1110,17 +1078,6 @@ pub fn watch(
                 Event::Interrupted { signal } => {
                     log.note(&format!("signal {signal} forwarded to the build"))
                 }
-                Event::MountPointMade {
-                    path,
-                    dev,
-                    ino,
-                    dir,
-                } => journal.record(&JournalEntry {
-                    path,
-                    dev,
-                    ino,
-                    dir,
-                }),
                 Event::Cleaned {
                     killed,
                     leftover_mount_points,

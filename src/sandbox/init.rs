@@ -268,7 +268,8 @@ fn run(plan: &Plan, mut wire: Wire, early: Vec<u8>) -> i32 {
     // into PID 1's descriptors and memory (proc(5), /proc/pid/fd access mode).
     let _ = nix::sys::prctl::set_dumpable(false);
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    let created = match mounts::apply(plan, &mut LiveMounts::default()) {
+    let created = match mounts::apply(plan, &mut LiveMounts::journaled(plan.mount_journal.clone()))
+    {
         Ok(c) => c,
         Err(e) => {
             wire.send(Event::SetupFailed {
@@ -278,21 +279,6 @@ fn run(plan: &Plan, mut wire: Wire, early: Vec<u8>) -> i32 {
         }
     };
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    // An overlay's mount points go with its layer; only a chroot used in place keeps them.
-    if matches!(plan.root, crate::plan::Root::Bind { .. }) {
-        for c in &created {
-            let (path, id, dir) = match c {
-                mounts::Created::Dir(p, id) => (p, id, true),
-                mounts::Created::File(p, id) => (p, id, false),
-            };
-            wire.send(Event::MountPointMade {
-                path: path.to_string(),
-                dev: id.dev,
-                ino: id.ino,
-                dir,
-            });
-        }
-    }
     if plan.namespaces.contains(&Namespace::Net) {
         if let Err(e) = sys::loopback_up() {
             wire.send(Event::SetupFailed {

@@ -50,6 +50,56 @@ impl Ident {
     }
 }
 
+/// One line of the journal of mount points made in a chroot used in place (the file
+/// `lock::journal_path` names). Init writes a `pending` line right before it creates an
+/// entry and a line with the entry's device and inode right after, each with one
+/// write(2), so that a SIGKILL at any moment leaves the entry known: the next run on the
+/// chroot removes what a killed run left, the entries it made and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JournalEntry {
+    pub path: String,
+    pub dir: bool,
+    #[serde(default)]
+    pub dev: u64,
+    #[serde(default)]
+    pub ino: u64,
+    /// On a line written before the entry existed: when, in ns since the epoch. Its
+    /// identity is not known then; it goes only if it is empty and its ctime is that
+    /// moment's, within [`PENDING_SLACK_NS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_ns: Option<i64>,
+}
+
+/// How far the ctime of an entry may be from its `pending` line's time: the kernel's
+/// timestamps come from a coarse clock, a tick behind the one bldr reads.
+pub const PENDING_SLACK_NS: i64 = 2_000_000_000;
+
+impl JournalEntry {
+    fn pending(path: &ChrootPath, dir: bool) -> JournalEntry {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        JournalEntry {
+            path: path.to_string(),
+            dir,
+            dev: 0,
+            ino: 0,
+            pending_ns: Some(now),
+        }
+    }
+
+    fn made(path: &ChrootPath, dir: bool, id: Ident) -> JournalEntry {
+        JournalEntry {
+            path: path.to_string(),
+            dir,
+            dev: id.dev,
+            ino: id.ino,
+            pending_ns: None,
+        }
+    }
+}
+
 /// The operations the mount sequence needs. Paths are inside the new root.
 pub trait MountSys {
     /// Makes `/` recursively slave: the first mount operation, always.
@@ -59,11 +109,14 @@ pub trait MountSys {
     fn exists(&mut self, target: &ChrootPath) -> SysResult<bool>;
     /// Creates `target` as a directory (or empty file) and any missing parents, each
     /// inside the root. Appends what it created to `created`, outermost first, also
-    /// when it fails part of the way.
+    /// when it fails part of the way. `journaled`: each entry is written to the mount
+    /// journal before and after it is made (not inside a filesystem this run mounted,
+    /// which goes with the namespace).
     fn make_mount_point(
         &mut self,
         target: &ChrootPath,
         dir: bool,
+        journaled: bool,
         created: &mut Vec<Created>,
     ) -> SysResult<()>;
     fn source_is_dir(&mut self, source: &Path) -> bool;
@@ -117,12 +170,14 @@ fn mount_all(plan: &Plan, sys: &mut dyn MountSys, created: &mut Vec<Created>) ->
             MountKind::Bind { source } => sys.source_is_dir(source),
             _ => true,
         };
+        // What is created below a fresh filesystem's mount point is inside it: the
+        // mount point itself existed, or that filesystem could not be there.
+        let kept = !fresh.iter().any(|f| op.target.is_within(f));
         let mut made = Vec::new();
-        let result = sys.make_mount_point(&op.target, dir, &mut made);
-        created.extend(
-            made.into_iter()
-                .filter(|c| !fresh.iter().any(|f| c.path().is_within(f))),
-        );
+        let result = sys.make_mount_point(&op.target, dir, kept, &mut made);
+        if kept {
+            created.extend(made);
+        }
         result?;
         sys.mount(op)?;
         if !matches!(op.kind, MountKind::Bind { .. }) {
@@ -170,33 +225,69 @@ pub fn remove_created(created: &[Created]) -> Vec<String> {
 }
 
 /// Removes mount points an earlier run made in the chroot at `root` and could not remove
-/// because it was killed (bldr's journal of them), innermost first. Runs on the host, in
+/// because it was killed (its journal, `entries`), innermost first. Runs on the host, in
 /// bldr's main process, while it holds the chroot's exclusive lock and nothing is mounted
-/// there: every path is resolved inside the chroot, and an entry goes only if it still has
-/// the device and inode recorded and is an empty folder or empty file. Returns how many
-/// went and what stayed.
-pub fn remove_journaled(root: &Path, made: &[(ChrootPath, Ident, bool)]) -> (usize, Vec<String>) {
+/// there: every path is resolved inside the chroot, and an entry goes only if it is an
+/// empty folder or empty file that is still the one init made: the device and inode
+/// recorded, or, for an entry whose identity was not written yet (init was killed right
+/// after making it), a ctime at its `pending` line's time. Returns how many went and
+/// what stayed.
+pub fn remove_journaled(root: &Path, entries: &[JournalEntry]) -> (usize, Vec<String>) {
     let Ok(root_fd) = sys::open_path(root) else {
         return (
             0,
             vec![format!("{}: cannot open the chroot", root.display())],
         );
     };
+    // A path's last line says what is known of it: its identity once that was written.
+    let mut made: Vec<(ChrootPath, &JournalEntry)> = Vec::new();
+    for e in entries {
+        let Ok(path) = ChrootPath::parse(&e.path) else {
+            continue;
+        };
+        match made.iter_mut().find(|(p, _)| *p == path) {
+            Some(slot) => slot.1 = e,
+            None => made.push((path, e)),
+        }
+    }
+    // Each is judged before any goes: removing a folder's child changes its ctime.
+    let judged: Vec<(&ChrootPath, &JournalEntry, Result<bool, Errno>)> = made
+        .iter()
+        .map(|(path, e)| {
+            let ours = sys::resolve_in_root(root_fd.as_fd(), path.relative())
+                .and_then(|fd| nix::sys::stat::fstat(fd.as_fd()))
+                .map(|st| {
+                    let kind_ok = if e.dir {
+                        st.st_mode & libc::S_IFMT == libc::S_IFDIR
+                    } else {
+                        st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0
+                    };
+                    let same = match e.pending_ns {
+                        None => Ident {
+                            dev: e.dev,
+                            ino: e.ino,
+                        }
+                        .is(st.st_dev, st.st_ino),
+                        Some(at) => {
+                            let ctime = st.st_ctime * 1_000_000_000 + st.st_ctime_nsec;
+                            (ctime - at).abs() <= PENDING_SLACK_NS
+                        }
+                    };
+                    kind_ok && same
+                });
+            (path, *e, ours)
+        })
+        .collect();
     let mut removed = 0;
     let mut left = Vec::new();
-    for (path, id, dir) in made.iter().rev() {
-        // Still the entry bldr made, and (for a file) still empty.
-        let ours = sys::resolve_in_root(root_fd.as_fd(), path.relative()).map(|fd| {
-            let empty = *dir || nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| st.st_size == 0);
-            Ident::of(fd.as_fd()) == *id && *id != Ident::default() && empty
-        });
+    for (path, e, ours) in judged.into_iter().rev() {
         let (parent, name) = path
             .relative()
             .rsplit_once('/')
             .unwrap_or(("", path.relative()));
         let res = match ours {
             Ok(true) => sys::resolve_in_root(root_fd.as_fd(), parent)
-                .and_then(|p| sys::remove_at(p.as_fd(), name, *dir)),
+                .and_then(|p| sys::remove_at(p.as_fd(), name, e.dir)),
             Ok(false) => Err(Errno::ESTALE),
             Err(e) => Err(e),
         };
@@ -212,14 +303,58 @@ pub fn remove_journaled(root: &Path, made: &[(ChrootPath, Ident, bool)]) -> (usi
     (removed, left)
 }
 
+/// Where init writes the mount journal: the file, opened on the first entry.
+struct Journal {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Journal {
+    /// One line, one write(2) in append mode. A journal that cannot be written is no
+    /// reason to stop the build: init removes its mount points itself at the end; only
+    /// a kill would leave them.
+    fn write(&mut self, e: &JournalEntry) {
+        use std::io::Write;
+        if self.file.is_none() {
+            use std::os::unix::fs::OpenOptionsExt;
+            self.file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&self.path)
+                .ok();
+        }
+        if let (Some(f), Ok(mut line)) = (&mut self.file, serde_json::to_vec(e)) {
+            line.push(b'\n');
+            let _ = f.write_all(&line);
+        }
+    }
+}
+
 /// The real mount sequence.
 #[derive(Default)]
 pub struct LiveMounts {
     root: Option<OwnedFd>,
     root_path: PathBuf,
+    journal: Option<Journal>,
 }
 
 impl LiveMounts {
+    /// Mounts that journal each mount point they create in `journal` (a chroot used in
+    /// place; see [`JournalEntry`]), if one is given.
+    pub fn journaled(journal: Option<PathBuf>) -> LiveMounts {
+        LiveMounts {
+            journal: journal.map(|path| Journal { path, file: None }),
+            ..LiveMounts::default()
+        }
+    }
+
+    fn journal(&mut self, entry: impl FnOnce() -> JournalEntry) {
+        if let Some(j) = &mut self.journal {
+            j.write(&entry());
+        }
+    }
+
     fn root(&self) -> &OwnedFd {
         self.root.as_ref().expect("prepare_root runs first")
     }
@@ -329,6 +464,7 @@ impl MountSys for LiveMounts {
         &mut self,
         target: &ChrootPath,
         dir: bool,
+        journaled: bool,
         created: &mut Vec<Created>,
     ) -> SysResult<()> {
         let mut parent = self.resolve(&ChrootPath::root())?;
@@ -356,6 +492,9 @@ impl MountSys for LiveMounts {
                     // `so_far` may be a dangling symlink: resolving its parent inside the
                     // root and creating the single name there cannot leave the root.
                     let file = last && !dir;
+                    if journaled {
+                        self.journal(|| JournalEntry::pending(&so_far, !file));
+                    }
                     if file {
                         sys::create_file_at(parent.as_fd(), name, so_far.as_str())?;
                     } else {
@@ -363,6 +502,9 @@ impl MountSys for LiveMounts {
                     }
                     parent = self.resolve(&so_far)?;
                     let id = Ident::of(parent.as_fd());
+                    if journaled {
+                        self.journal(|| JournalEntry::made(&so_far, !file, id));
+                    }
                     created.push(if file {
                         Created::File(so_far.clone(), id)
                     } else {
@@ -531,6 +673,7 @@ mod tests {
             &mut self,
             t: &ChrootPath,
             dir: bool,
+            _journaled: bool,
             created: &mut Vec<Created>,
         ) -> SysResult<()> {
             if self.existing.contains(&t.as_str()) {

@@ -14,14 +14,6 @@ pub enum Event {
         pid_ns: u64,
         mnt_ns: u64,
     },
-    /// A mount point bldr created in the chroot (path inside it, device, inode), so that
-    /// a run killed before its cleanup can be cleaned up by the next one.
-    MountPointMade {
-        path: String,
-        dev: u64,
-        ino: u64,
-        dir: bool,
-    },
     /// Every mount is in place and the root is pivoted.
     Ready,
     SetupFailed {

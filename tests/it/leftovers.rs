@@ -87,3 +87,74 @@ fn nix_kill_9(pid: u32) {
         .args(["-9", &pid.to_string()])
         .status();
 }
+
+/// A run killed right after init made a mount point, before it wrote the entry's
+/// identity, leaves only the `pending` line written before it: the next run removes such
+/// an entry only if it is empty and its ctime is that line's moment, and so never what
+/// was there before or was changed since.
+#[test]
+fn a_mount_point_journaled_only_as_pending_is_removed_when_it_is_the_one_made() {
+    if !require_root("a_mount_point_journaled_only_as_pending_is_removed_when_it_is_the_one_made") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new();
+    let root = w.busybox_root("root");
+    let opt = root.join("opt");
+    std::fs::create_dir_all(&opt).unwrap();
+    // Before the "killed run": an empty folder that was there already.
+    std::fs::create_dir(opt.join("older")).unwrap();
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+    };
+    let hour = 3_600_000_000_000i64;
+    // The killed run: pending lines, each followed by the entry it names.
+    let pending = |path: &str, dir: bool, at: i64| {
+        format!("{{\"path\":\"{path}\",\"dir\":{dir},\"pending_ns\":{at}}}\n")
+    };
+    let mut journal = String::new();
+    journal.push_str(&pending("/opt/made", true, now_ns()));
+    std::fs::create_dir(opt.join("made")).unwrap();
+    journal.push_str(&pending("/opt/made/inner", false, now_ns()));
+    std::fs::write(opt.join("made/inner"), "").unwrap();
+    journal.push_str(&pending("/opt/written", false, now_ns()));
+    std::fs::write(
+        opt.join("written"),
+        "the build never ran, but this is not empty",
+    )
+    .unwrap();
+    journal.push_str(&pending("/opt/older", true, now_ns() - hour));
+    journal.push_str(&pending("/opt/never-made", true, now_ns()));
+    let meta = std::fs::metadata(&root).unwrap();
+    let path = std::path::Path::new("/run/lock/bldr").join(format!(
+        "{:x}-{}.made",
+        meta.dev(),
+        meta.ino()
+    ));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, journal).unwrap();
+
+    let next = w.profile(
+        "next",
+        &format!("chroot: {}\ncommands: ['true']\n", root.display()),
+    );
+    let out = w.run(&next, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "removed 2 mount point(s) left in the chroot by an earlier run that was killed"
+        ),
+        "{}",
+        show(&out)
+    );
+    assert!(!opt.join("made").exists(), "{}", show(&out));
+    assert!(opt.join("older").is_dir(), "what was there before stays");
+    assert_eq!(
+        std::fs::read_to_string(opt.join("written")).unwrap(),
+        "the build never ran, but this is not empty"
+    );
+    assert!(!path.exists(), "the journal was replayed and removed");
+}
