@@ -56,11 +56,24 @@ pub fn logs(run: &str) -> i32 {
         .rev()
         .find(|e| e.run_id == run)
         .or_else(|| all.iter().rev().find(|e| e.profile == run));
-    let Some(e) = found else {
-        crate::errln!("bldr: error: no run `{run}`; `bldr runs` lists them");
-        return exit::USAGE;
+    let path = match found {
+        Some(e) => e.run_dir.join("build.log"),
+        None => match unindexed_log(run) {
+            Some(path) => {
+                crate::errln!(
+                    "bldr: {run} is not in the run index (its bldr was killed before the run ended); its log is {}",
+                    path.display()
+                );
+                path
+            }
+            None => {
+                crate::errln!(
+                    "bldr: error: no run `{run}`; `bldr runs` lists them (a run whose bldr was killed is not listed, but its log stays in <out>/<profile>/<run-id>.incomplete/build.log)"
+                );
+                return exit::USAGE;
+            }
+        },
     };
-    let path = e.run_dir.join("build.log");
     match std::fs::read(&path) {
         Ok(bytes) => {
             use std::io::Write;
@@ -72,4 +85,20 @@ pub fn logs(run: &str) -> i32 {
             exit::USAGE
         }
     }
+}
+
+/// The log of run `run` in the state directory's own run folders, for a run the index
+/// does not have: one whose bldr was killed (SIGKILL) before it could write its record,
+/// left as `<state>/runs/<profile>/<run-id>.incomplete`.
+fn unindexed_log(run: &str) -> Option<std::path::PathBuf> {
+    if run.is_empty() || run.starts_with('.') || run.contains('/') {
+        return None;
+    }
+    let runs = crate::state::state_dir().join("runs");
+    std::fs::read_dir(runs).ok()?.flatten().find_map(|profile| {
+        [format!("{run}.incomplete"), run.to_string()]
+            .iter()
+            .map(|name| profile.path().join(name).join("build.log"))
+            .find(|log| log.is_file())
+    })
 }

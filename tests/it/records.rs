@@ -726,6 +726,21 @@ fn sigkill_during_collection_publishes_nothing_and_keeps_latest() {
         earlier,
         "latest moved"
     );
+    // The killed run never reached the index, but `bldr logs` finds it by its id.
+    let killed = names.iter().find(|n| n.ends_with(".incomplete")).unwrap();
+    let id = killed.trim_end_matches(".incomplete");
+    let logs = world.bldr(&["logs", id]).output().unwrap();
+    assert!(logs.status.success(), "{}", show(&logs));
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains(&format!("run {id} of profile killed")),
+        "{}",
+        show(&logs)
+    );
+    assert!(
+        String::from_utf8_lossy(&logs.stderr).contains("is not in the run index"),
+        "{}",
+        show(&logs)
+    );
 }
 
 /// Regression: SIGTERM during collection was taken only once every file was copied (of
