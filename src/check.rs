@@ -45,7 +45,7 @@ pub fn check(search: &SearchPath, names: &[String], as_json: bool) -> i32 {
                     };
                     crate::errln!("{} ({}): {verdict}", p.name, p.file.display());
                     for pr in &problems {
-                        crate::errln!("  warning: {}", pr.message);
+                        crate::errln!("  warning: {}{}", pr.origin, pr.message);
                         if let Some(f) = &pr.fix {
                             crate::errln!("    fix: {f}");
                         }

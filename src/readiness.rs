@@ -130,10 +130,17 @@ pub fn check(profile: &Profile, out: &Path, host: &dyn HostView) -> Vec<Problem>
                 );
             }
             if real_out.starts_with(real) {
+                // Blame the profile's `out:` when that is where the folder comes from.
+                let (origin, fix) = match &profile.out_origin {
+                    Some(o) if profile.out.as_deref() == Some(out) => {
+                        (o, "choose an `out:` outside the chroot, or give --out")
+                    }
+                    _ => (co, "choose an --out (or BLDR_STATE_DIR) outside the chroot"),
+                };
                 problem(
-                    co,
+                    origin,
                     format!("the output folder {} is inside the chroot", out.display()),
-                    Some("choose an --out outside the chroot".into()),
+                    Some(fix.into()),
                 );
             }
         }

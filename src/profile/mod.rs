@@ -59,6 +59,8 @@ pub struct Profile {
     pub env: BTreeMap<String, String>,
     pub pass_env: Vec<String>,
     pub out: Option<PathBuf>,
+    /// Where `out` was written, for readiness messages.
+    pub out_origin: Option<Origin>,
     pub shared: Vec<Share>,
     pub tmpfs: Vec<Tmpfs>,
     pub commands: Vec<Command>,

@@ -655,6 +655,7 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
         commands,
         artifacts,
         chroot_origin,
+        out_origin: layer.out.as_ref().map(|o| o.origin.clone()),
     })
 }
 

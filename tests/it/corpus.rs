@@ -579,7 +579,7 @@ const NOT_READY: &[NotReady] = &[
                profile: "shared:\n  - source: no-such-tree\n    target: /x\n",
                says: "the shared source" },
     NotReady { name: "output inside the chroot", spoil: |_| {},
-               profile: "out: root/var/out\n", says: "is inside the chroot" },
+               profile: "out: root/var/out\n", says: ":3:1: out: the output folder" },
     NotReady { name: "output inside a writable shared tree", spoil: |_| {},
                profile: "shared:\n  - source: src\n    target: /src\nout: src/runs\n",
                says: "inside the writable shared tree" },
