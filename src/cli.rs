@@ -266,6 +266,11 @@ pub fn main() -> i32 {
                 Ok(p) => p,
                 Err(e) => return run::report_profile_errors(&rep, &e),
             };
+            if keep.is_some() && !p.ephemeral {
+                rep.warn(
+                    "--keep keeps an ephemeral run's overlay layer; this run is on the chroot itself, which keeps what the build writes anyway",
+                );
+            }
             run::run(
                 &rep,
                 &p,

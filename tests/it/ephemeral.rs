@@ -726,3 +726,27 @@ fn a_whole_run_timeout_exits_124_and_names_the_command() {
     assert!(line.contains("endless step"), "{line}");
     assert!(line.contains("2s"), "the line says the limit: {line}");
 }
+
+#[test]
+fn keep_on_a_run_that_is_not_ephemeral_warns_instead_of_being_ignored() {
+    if !require_root("keep_on_a_run_that_is_not_ephemeral_warns_instead_of_being_ignored") {
+        return;
+    }
+    let world = World::new();
+    world.busybox_root("root");
+    let profile = world.profile("plain", "chroot: root\ncommands: [true]\n");
+    let out = world.run(&profile, &["--keep=failure"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: --keep keeps an ephemeral run's overlay layer"),
+        "{}",
+        show(&out)
+    );
+    let out = world.run(&profile, &["--ephemeral", "--keep=failure"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning: --keep"),
+        "{}",
+        show(&out)
+    );
+}
