@@ -181,14 +181,11 @@ pub fn read_chain(path: &Path, search: &SearchPath) -> Result<(Layer, Vec<PathBu
         let Some(ext) = next else { break };
         let dir = current.parent().unwrap_or(Path::new("/")).to_path_buf();
         // A base named by a child is looked for beside the child first, then on the
-        // search path.
-        let beside = ["yaml", "yml"]
-            .iter()
-            .map(|e| dir.join(format!("{}.{e}", ext.value)))
-            .find(|p| !is_path(&ext.value) && p.is_file());
-        current = beside
-            .map(Ok)
-            .unwrap_or_else(|| search.resolve(&ext.value, &dir))
+        // search path (and a base that is not found says it was looked for in both).
+        let mut from_child = search.clone();
+        from_child.dirs.insert(0, dir.clone());
+        current = from_child
+            .resolve(&ext.value, &dir)
             .map_err(|e| ProfileError::new(&ext.origin, e.message))?;
         if !current.is_file() {
             return Err(ProfileError::new(
