@@ -133,12 +133,49 @@ pub fn host_support() -> Vec<Support> {
             fix: (!ok).then(|| "use Linux 5.12 or later".into()),
         });
     }
-    let cg2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    out.push(Support {
-        feature: "cgroup v2",
-        ok: cg2,
-        detail: if cg2 { "unified hierarchy mounted at /sys/fs/cgroup".into() } else { "not mounted (not needed yet; resource limits will use it)".into() },
-        fix: (!cg2).then(|| "boot with systemd.unified_cgroup_hierarchy=1, or mount -t cgroup2 none /sys/fs/cgroup".into()),
-    });
+    out.push(cgroup_support());
     out
+}
+
+/// cgroup v2: the unified hierarchy at /sys/fs/cgroup, or a hybrid host (systemd's
+/// default before v247 in many distributions: v1 controllers at /sys/fs/cgroup/*, a
+/// cgroup2 without controllers at /sys/fs/cgroup/unified), or none. Mounting a cgroup2
+/// over /sys/fs/cgroup would hide the v1 hierarchies the host runs on, so that is
+/// offered only where there is nothing to hide.
+fn cgroup_support() -> Support {
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let fstype_at = |fstype: &str| -> Option<String> {
+        mounts.lines().find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next()? == fstype).then(|| left.split(' ').nth(4).map(str::to_string))?
+        })
+    };
+    let (ok, detail, fix) = if unified {
+        (true, "unified hierarchy mounted at /sys/fs/cgroup".to_string(), None)
+    } else if let Some(at) = fstype_at("cgroup2") {
+        (
+            false,
+            format!("hybrid: a cgroup2 is mounted at {at}, but the controllers are on cgroup v1 (not needed yet; resource limits will use v2's)"),
+            Some("boot with systemd.unified_cgroup_hierarchy=1".to_string()),
+        )
+    } else if fstype_at("cgroup").is_some() {
+        (
+            false,
+            "only cgroup v1 is mounted (not needed yet; resource limits will use v2)".to_string(),
+            Some("boot with systemd.unified_cgroup_hierarchy=1".to_string()),
+        )
+    } else {
+        (
+            false,
+            "not mounted (not needed yet; resource limits will use it)".to_string(),
+            Some("boot with systemd.unified_cgroup_hierarchy=1, or mount -t cgroup2 none /sys/fs/cgroup".to_string()),
+        )
+    };
+    Support {
+        feature: "cgroup v2",
+        ok,
+        detail,
+        fix,
+    }
 }
