@@ -148,11 +148,16 @@ fn cgroup_support() -> Support {
     let fstype_at = |fstype: &str| -> Option<String> {
         mounts.lines().find_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            (right.split(' ').next()? == fstype).then(|| left.split(' ').nth(4).map(str::to_string))?
+            (right.split(' ').next()? == fstype)
+                .then(|| left.split(' ').nth(4).map(str::to_string))?
         })
     };
     let (ok, detail, fix) = if unified {
-        (true, "unified hierarchy mounted at /sys/fs/cgroup".to_string(), None)
+        (
+            true,
+            "unified hierarchy mounted at /sys/fs/cgroup".to_string(),
+            None,
+        )
     } else if let Some(at) = fstype_at("cgroup2") {
         (
             false,
