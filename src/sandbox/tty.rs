@@ -11,6 +11,9 @@ use crate::reporter::Reporter;
 use nix::sys::termios::{self, SetArg, Termios};
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Restores the terminal's mode when dropped, on every way out.
 struct RawMode {
@@ -113,25 +116,28 @@ pub fn run_interactive(rep: &Reporter, plan: &Plan, lock: Option<&std::fs::File>
             });
         }
     }
-    // stdin → pty. At end of input, send the terminal's EOF character.
+    // When the build's side last wrote, in ms since `start`: its quiet tells when the
+    // shell waits for input.
+    let start = Instant::now();
+    let last_output = Arc::new(AtomicU64::new(0));
+    // stdin → pty. At end of input, the terminal's end-of-file character.
     if let Ok(m) = master.try_clone() {
+        let last_output = last_output.clone();
         std::thread::spawn(move || {
             let mut to = std::fs::File::from(m);
             let mut buf = [0u8; 4096];
             let mut stdin = std::io::stdin().lock();
             loop {
                 match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => {
-                        let _ = to.write_all(&[4]);
-                        break;
-                    }
+                    Ok(0) | Err(_) => break,
                     Ok(n) => {
                         if to.write_all(&buf[..n]).is_err() {
-                            break;
+                            return;
                         }
                     }
                 }
             }
+            send_end_of_input(&mut to, start, &last_output);
         });
     }
     // pty → stdout, until the last holder of the other side is gone (EIO).
@@ -143,6 +149,7 @@ pub fn run_interactive(rep: &Reporter, plan: &Plan, lock: Option<&std::fs::File>
             let mut buf = [0u8; 8192];
             let mut out = std::io::stdout().lock();
             while let Ok(n) = from.read(&mut buf) {
+                last_output.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
                 if n == 0 || out.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -151,11 +158,16 @@ pub fn run_interactive(rep: &Reporter, plan: &Plan, lock: Option<&std::fs::File>
         })
     };
     let mut status = exit::SETUP;
+    let mut timed_out = false;
     while let Some(frame) = sandbox.next_frame() {
         if let Frame::Event(Event::CommandFinished {
-            exit_code, signal, ..
+            exit_code,
+            signal,
+            timed_out: t,
+            ..
         }) = frame
         {
+            timed_out = t;
             status = match (exit_code, signal) {
                 (Some(c), _) => c,
                 (None, Some(s)) => exit::signal(s),
@@ -167,8 +179,49 @@ pub fn run_interactive(rep: &Reporter, plan: &Plan, lock: Option<&std::fs::File>
     drop(master);
     drop(raw);
     let init = sandbox.wait();
+    if timed_out {
+        // As `run` says it; the terminal is restored by now.
+        let limit = plan
+            .timeout_ms
+            .or(plan.commands.first().and_then(|c| c.timeout_ms))
+            .map(|ms| crate::units::format_duration(std::time::Duration::from_millis(ms)))
+            .unwrap_or_default();
+        rep.error(&format!(
+            "the shell ran out of time ({limit}) and was stopped"
+        ));
+        return exit::TIMEOUT;
+    }
     if status == exit::SETUP && init != exit::SUCCESS && init != exit::COMMAND_FAILED {
         return init;
     }
     status
+}
+
+/// Once the user's input has ended: the pty's end-of-file character (VEOF, ^D), each
+/// time the build's side has been quiet for a moment, until the pty is gone. Sent at
+/// once, it can reach the pty before the shell reads: a line editor that then switches
+/// the terminal to raw mode gets a stray byte, not the end, and the shell waits for
+/// ever (`bldr shell PROFILE </dev/null`). Sent again after each quiet spell, as every
+/// read of a finished input gives end-of-file, not only the first.
+fn send_end_of_input(to: &mut std::fs::File, start: Instant, last_output: &AtomicU64) {
+    const QUIET_MS: u64 = 100;
+    const AGAIN_MS: u64 = 500;
+    let veof = termios::tcgetattr(to.as_fd())
+        .map(|t| t.control_chars[termios::SpecialCharacterIndices::VEOF as usize])
+        .ok()
+        .filter(|c| *c != 0)
+        .unwrap_or(4);
+    let mut sent_at: Option<u64> = None;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = start.elapsed().as_millis() as u64;
+        let quiet = now.saturating_sub(last_output.load(Ordering::Relaxed)) >= QUIET_MS;
+        let due = sent_at.is_none_or(|at| now.saturating_sub(at) >= AGAIN_MS);
+        if quiet && due {
+            if to.write_all(&[veof]).is_err() {
+                return;
+            }
+            sent_at = Some(now);
+        }
+    }
 }

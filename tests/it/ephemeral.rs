@@ -750,3 +750,46 @@ fn keep_on_a_run_that_is_not_ephemeral_warns_instead_of_being_ignored() {
         show(&out)
     );
 }
+
+/// Runs `cmd` with stdin from /dev/null to its end, or kills it after HANG and fails.
+fn finish_within_hang(mut cmd: Command) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + HANG;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            kill9(child.id());
+            panic!("bldr shell still ran after {HANG:?}: it waits for input that never comes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Regression: `bldr shell PROFILE </dev/null` hung for ever. The end-of-file character
+/// went to the pty before the shell read it, and the line editor, switching the terminal
+/// to raw mode, got a stray byte instead. And a session that ran out of the profile's
+/// time ended with 143 and not a word.
+#[test]
+fn a_shell_ends_when_its_input_does_and_says_when_it_ran_out_of_time() {
+    if !require_root("a_shell_ends_when_its_input_does_and_says_when_it_ran_out_of_time") {
+        return;
+    }
+    let world = World::new();
+    let root = world.busybox_root("root");
+    let out = finish_within_hang(world.bldr(&["shell", "-D", root.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let profile = world.profile("slow", "chroot: root\ntimeout: 1s\ncommands: [true]\n");
+    let out =
+        finish_within_hang(world.bldr(&["shell", profile.to_str().unwrap(), "--", "sleep", "30"]));
+    assert_eq!(out.status.code(), Some(124), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the shell ran out of time (1s)"),
+        "{}",
+        show(&out)
+    );
+}
