@@ -802,6 +802,8 @@ pub struct Watch {
     pub started: Vec<usize>,
     pub interrupted_by: Option<i32>,
     pub init_code: i32,
+    /// Init died of a signal that did not come through bldr.
+    pub init_killed: bool,
     /// init and the thread reading its stderr, not yet waited for: once init has
     /// said `cleaned` (with its exit code), every process of the build is dead, and init's
     /// exit with the kernel's teardown of the namespaces (a few hundred microseconds)
@@ -844,6 +846,9 @@ impl Watch {
         if self.setup_failed.is_some() {
             return (Outcome::SetupFailed, exit::SETUP);
         }
+        if self.init_killed {
+            return (Outcome::CommandFailed, exit::COMMAND_FAILED);
+        }
         if self.finished.values().any(|f| f.3) || self.init_code == exit::TIMEOUT {
             return (Outcome::Timeout, exit::TIMEOUT);
         }
@@ -861,6 +866,7 @@ impl Watch {
             .map(|c| {
                 let f = self.finished.get(&c.number);
                 let status = match f {
+                    None if self.started.contains(&c.number) && self.init_killed => "failed",
                     None if self.started.contains(&c.number) => "interrupted",
                     None => "not-run",
                     Some((_, _, _, true)) => "timeout",
@@ -910,6 +916,7 @@ pub fn watch(
         started: vec![],
         interrupted_by: None,
         init_code: exit::SETUP,
+        init_killed: false,
         pending: None,
     };
     let (mut sandbox, stderr) = match sandbox {
@@ -1122,6 +1129,18 @@ pub fn watch(
     let sig = got_signal.load(Ordering::SeqCst);
     if sig != 0 {
         w.interrupted_by = Some(sig);
+    } else if cleaned.is_none() && w.setup_failed.is_none() && w.init_code > 128 {
+        // Init died of a signal bldr never got, before its cleanup: something outside
+        // the build killed it (the OOM killer, a `kill` of its pid). The build failed;
+        // bldr was not stopped.
+        let m = format!(
+            "the build's init (its PID 1) was killed by signal {} from outside the build (the OOM killer, or a kill of its pid); the build's processes died with it",
+            w.init_code - 128
+        );
+        rep.error(&m);
+        log.note(&m);
+        w.init_killed = true;
+        w.message = Some(m);
     }
     w
 }

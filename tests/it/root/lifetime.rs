@@ -482,3 +482,45 @@ fn sigterm_stops_the_build_when_bldr_s_stderr_is_a_broken_pipe() {
     assert!(!fx.sync.join("second-command-ran").exists());
     done.assert_outer_unchanged();
 }
+
+/// Init killed from outside (as the OOM killer would), by a signal bldr never got: the
+/// build failed, with a message saying what happened. It was recorded as `interrupted`
+/// with exit 137, which reads as "bldr itself was SIGKILLed".
+#[test]
+fn init_killed_from_outside_is_a_failed_build_that_says_so() {
+    require_root!();
+    let fx = Fixture::new();
+    let profile = fx
+        .profile("oom")
+        .command("touch /mnt/sync/ready; sleep 100")
+        .command("touch /mnt/sync/second-command-ran")
+        .write();
+    let mut run = fx.spawn(&profile, &Outer::default());
+    run.wait_ready();
+    let init = run.sandbox().expect("the sandbox's init");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), Signal::SIGKILL).unwrap();
+    let done = run.finish();
+    done.assert_outcome(1, "command-failed");
+    let report = done.report();
+    assert!(
+        report["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("killed by signal 9 from outside the build")),
+        "{}",
+        done.context()
+    );
+    assert_eq!(
+        report["signal"],
+        serde_json::Value::Null,
+        "{}",
+        done.context()
+    );
+    assert_eq!(
+        done.command_statuses(),
+        ["failed", "not-run"],
+        "{}",
+        done.context()
+    );
+    assert!(!fx.sync.join("second-command-ran").exists());
+    done.assert_outer_unchanged();
+}
