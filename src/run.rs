@@ -363,8 +363,15 @@ pub fn lock_chroot(
             Err(exit::LOCKED)
         }
         Err(lock::LockError::Io(e, path)) => {
+            // Without root the lock lives under the state directory, in the home folder;
+            // what fails there is most often the first sign that bldr is not root.
+            let hint = if crate::sandbox::is_root() {
+                ""
+            } else {
+                "; bldr needs root (run as root: sudo bldr ...)"
+            };
             rep.error(&format!(
-                "cannot lock {}: {e} ({})",
+                "cannot lock {}: {e} ({}){hint}",
                 profile.chroot.display(),
                 path.display()
             ));
