@@ -539,6 +539,7 @@ pub fn render_plan(plan: &Plan) -> String {
             plan::EnvSource::Default => v.name.clone(),
             plan::EnvSource::Profile => format!("{}(profile)", v.name),
             plan::EnvSource::Host => format!("{}(host)", v.name),
+            plan::EnvSource::CommandLine => format!("{}(--setenv)", v.name),
         })
         .collect();
     let _ = writeln!(s, "environment {}", env.join(" "));

@@ -120,6 +120,9 @@ pub enum EnvSource {
     Default,
     Profile,
     Host,
+    /// `--setenv`.
+    #[serde(rename = "command-line")]
+    CommandLine,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,7 +382,12 @@ pub fn build(profile: &Profile, inputs: &PlanInputs) -> Plan {
         }
     }
     for (k, v) in &profile.env {
-        env.insert(k.clone(), (v.clone(), EnvSource::Profile));
+        let from = if profile.env_from_command_line.contains(k) {
+            EnvSource::CommandLine
+        } else {
+            EnvSource::Profile
+        };
+        env.insert(k.clone(), (v.clone(), from));
     }
     let env: Vec<EnvVar> = env
         .into_iter()

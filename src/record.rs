@@ -358,7 +358,11 @@ pub fn set_latest(profile_dir: &Path, run_id: &str) -> io::Result<()> {
     let tmp = profile_dir.join(format!(".latest.{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(run_id, &tmp)?;
-    fs::rename(&tmp, profile_dir.join("latest"))
+    // A `latest` that is a folder (someone made one) cannot be replaced: say so, and leave
+    // no new link behind.
+    fs::rename(&tmp, profile_dir.join("latest")).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 /// The state directory's index of runs: one JSON line per finished run, so `bldr runs`

@@ -118,13 +118,16 @@ impl Reporter {
                 print_line(i, &line);
                 return;
             }
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            // Drawn only once it has its prefix and message: a first frame without the
+            // command's name would flash `[1/2]  (0s)`.
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
             bar.set_style(
                 ProgressStyle::with_template("{spinner} [{prefix}] {msg} ({elapsed})")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.set_prefix(format!("{number}/{total}"));
             bar.set_message(name.to_string());
+            bar.set_draw_target(ProgressDrawTarget::stderr());
             bar.enable_steady_tick(Duration::from_millis(200));
             i.bar = Some(bar);
         })
@@ -172,12 +175,13 @@ impl Reporter {
             if i.plain || i.quiet {
                 return None;
             }
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.set_message(what.to_string());
+            bar.set_draw_target(ProgressDrawTarget::stderr());
             bar.enable_steady_tick(Duration::from_millis(100));
             Some(bar)
         })

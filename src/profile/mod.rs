@@ -57,6 +57,8 @@ pub struct Profile {
     pub workdir: ChrootPath,
     pub timeout: Option<Duration>,
     pub env: BTreeMap<String, String>,
+    /// The names in `env` set on the command line (`--setenv`), not by a profile file.
+    pub env_from_command_line: std::collections::BTreeSet<String>,
     pub pass_env: Vec<String>,
     pub out: Option<PathBuf>,
     /// Where `out` was written, for readiness messages.

@@ -656,6 +656,12 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
         artifacts,
         chroot_origin,
         out_origin: layer.out.as_ref().map(|o| o.origin.clone()),
+        env_from_command_line: layer
+            .env
+            .iter()
+            .filter(|(_, item)| item.origin.file().is_none())
+            .map(|(name, _)| name.clone())
+            .collect(),
     })
 }
 

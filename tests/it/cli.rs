@@ -460,14 +460,14 @@ fn bind_tmpfs_and_setenv_overrides_appear_in_the_plan() {
         scratch.contains("tmpfs") && scratch.contains("size=1G"),
         "{scratch}"
     );
-    assert!(text.contains("EXTRA_FLAG"), "{text}");
+    assert!(text.contains("EXTRA_FLAG(--setenv)"), "{text}");
 
     let plan = plan_json(&env, &args);
     assert!(plan["env"]
         .as_array()
         .expect("env")
         .iter()
-        .any(|v| v["name"] == "EXTRA_FLAG" && v["value"] == "on"));
+        .any(|v| v["name"] == "EXTRA_FLAG" && v["value"] == "on" && v["from"] == "command-line"));
     // The kernel trees still come first.
     assert_eq!(plan["mounts"][0]["target"], "/proc");
 }
