@@ -154,6 +154,16 @@ pub fn acquire(
         }
         Err(fs::TryLockError::Error(e)) => return Err(LockError::Io(e, lock_path)),
     }
+    // Notes of runs that were killed stay behind; the lock is ours now, so clear them:
+    // all of them for an exclusive lock (nobody else can hold it), those of dead
+    // processes for a shared one.
+    if me.shared {
+        holders(&holders_dir);
+    } else {
+        for e in fs::read_dir(&holders_dir).into_iter().flatten().flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
     let note = holders_dir.join(me.pid.to_string());
     let text = serde_json::to_string(&me).expect("holders serialize");
     fs::write(&note, text).map_err(io(&note))?;
@@ -185,6 +195,43 @@ mod tests {
         }
         drop(first);
         assert!(acquire(state.path(), root.path(), me(false, "c"), false, |_| {}).is_ok());
+    }
+
+    #[test]
+    fn notes_left_by_killed_runs_are_cleared_by_the_next_holder() {
+        let state = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let (_, holders_dir) = paths(state.path(), root.path()).unwrap();
+        fs::create_dir_all(&holders_dir).unwrap();
+        // A note of a run whose bldr was killed (no such pid) and a stray file.
+        let dead = Holder {
+            pid: u32::MAX - 1,
+            ..me(false, "killed")
+        };
+        fs::write(
+            holders_dir.join("4294967294"),
+            serde_json::to_string(&dead).unwrap(),
+        )
+        .unwrap();
+        let shared = acquire(state.path(), root.path(), me(true, "s"), false, |_| {}).unwrap();
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&holders_dir), [std::process::id().to_string()]);
+        drop(shared);
+        fs::write(
+            holders_dir.join("4294967294"),
+            serde_json::to_string(&dead).unwrap(),
+        )
+        .unwrap();
+        let _mine = acquire(state.path(), root.path(), me(false, "x"), false, |_| {}).unwrap();
+        assert_eq!(names(&holders_dir), [std::process::id().to_string()]);
     }
 
     #[test]
