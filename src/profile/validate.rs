@@ -629,7 +629,25 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
     }
 
     if !c.errors.is_empty() {
-        return Err(ProfileErrors(c.errors));
+        // In the order of each file, so that a long list reads top to bottom; the files
+        // in the order their first error was found, errors with no position first.
+        let mut errors = c.errors;
+        let files: Vec<Option<PathBuf>> = errors.iter().fold(Vec::new(), |mut v, e| {
+            let f = e.origin.file().map(Path::to_path_buf);
+            if !v.contains(&f) {
+                v.push(f);
+            }
+            v
+        });
+        errors.sort_by_key(|e| {
+            let f = e.origin.file().map(Path::to_path_buf);
+            let pos = e.pos.or_else(|| e.origin.pos());
+            (
+                files.iter().position(|x| *x == f),
+                pos.map(|p| (p.line, p.col)),
+            )
+        });
+        return Err(ProfileErrors(errors));
     }
     let chroot_origin = layer
         .chroot

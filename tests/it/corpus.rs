@@ -666,3 +666,21 @@ fn run_refuses_a_profile_that_is_not_ready_before_touching_anything() {
         );
     }
 }
+
+#[test]
+fn several_errors_are_listed_in_the_order_of_the_file() {
+    let env = TestEnv::new();
+    let path = env.write(
+        "order.yaml",
+        "chroot: /r\nshared:\n  - {source: /s, target: rel}\ntmpfs:\n  - target: /t\n    size: lots\nenv: {1X: a}\ncommands: [true]\ntimeout: 5\n",
+    );
+    let out = env.output(&["plan"], &path);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<usize> = stderr
+        .lines()
+        .filter_map(|l| l.split("order.yaml:").nth(1))
+        .filter_map(|rest| rest.split(':').next()?.parse().ok())
+        .collect();
+    assert_eq!(lines, [3, 6, 7, 9], "{stderr}");
+}
