@@ -210,7 +210,13 @@ pub fn load(
 ) -> Result<Profile, ProfileErrors> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let path = search.resolve(spec, &cwd)?;
-    let (layer, files) = read_chain(&path, search)?;
+    let (layer, files) = read_chain(&path, search).map_err(|mut e| {
+        // `bldr run demo.yaml` where `demo` is a profile on the search path.
+        if !path.exists() {
+            e.message.push_str(&named_instead(spec, search));
+        }
+        e
+    })?;
     let layer = layer.merged_with(overrides.to_layer()?);
     let ctx = Context {
         name: profile_name(&path).unwrap_or_else(|| spec.to_string()),
@@ -220,6 +226,25 @@ pub fn load(
         cwd,
     };
     validate(&layer, &ctx)
+}
+
+/// For a profile path that does not exist: the profile of that name on the search path,
+/// if there is one, as a hint (`; did you mean the profile `demo` (...)?`).
+fn named_instead(spec: &str, search: &SearchPath) -> String {
+    let Some(name) = profile_name(Path::new(spec)).or_else(|| {
+        Path::new(spec)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+    }) else {
+        return String::new();
+    };
+    match search.resolve(&name, Path::new("/")) {
+        Ok(found) if !is_path(&name) => {
+            format!("; did you mean the profile `{name}` ({})?", found.display())
+        }
+        _ => String::new(),
+    }
 }
 
 /// The profile-less form, `bldr shell -D DIR`: everything comes from the command line.

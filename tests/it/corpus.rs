@@ -684,3 +684,23 @@ fn several_errors_are_listed_in_the_order_of_the_file() {
         .collect();
     assert_eq!(lines, [3, 6, 7, 9], "{stderr}");
 }
+
+#[test]
+fn a_profile_path_that_does_not_exist_points_at_the_profile_of_that_name() {
+    let env = TestEnv::new();
+    // Run from the crate's root, where `profiles/demo.yaml` is on the search path.
+    let out = env.bldr().args(["plan", "demo.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read the profile")
+            && stderr.contains("did you mean the profile `demo`"),
+        "{stderr}"
+    );
+    let out = env
+        .bldr()
+        .args(["plan", "no-such-profile.yaml"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("did you mean"));
+}
