@@ -285,7 +285,9 @@ impl MountJournal {
             .collect();
         let (removed, left) = crate::sandbox::mounts::remove_journaled(chroot, &made);
         if removed > 0 {
-            let m = format!("removed {removed} mount point(s) left in the chroot by an earlier run that was killed");
+            let m = format!(
+                "removed {removed} mount point(s) left in the chroot by a run that was killed"
+            );
             rep.info(&m);
             notes.push(m);
         }
@@ -538,6 +540,14 @@ pub fn run(
         launched.go(stage);
     }
     let mut watch = watch(rep, sandbox, &plan, &mut log, &mut sink, stop, &mut journal);
+    if watch.init_killed {
+        // Init died before removing its mount points, and is reaped, with every process
+        // and mount of the build: they can go now, under the lock this run still holds,
+        // rather than at the next run.
+        for note in journal.replay(rep, &profile.chroot) {
+            log.note(&note);
+        }
+    }
     let setup_ok = watch.setup_failed.is_none() && watch.interrupted_by.is_none();
     if setup_ok {
         record_in_place(rep, &plan, &snapshots, &mut sink);
@@ -548,6 +558,11 @@ pub fn run(
 
     let (mut outcome, mut code) = watch.outcome();
     let mut message = watch.message.clone();
+    // Init killed from outside may have been collecting: what is staged is not the whole
+    // collection, so it is neither summed nor published.
+    if watch.init_killed && plan.artifacts_dir.is_some() && sink.failed.is_none() {
+        sink.failed = Some("the build's init was killed before collection was complete".into());
+    }
     for r in &sink.refused {
         log.note(&format!("artifact refused: {}: {}", r.path, r.reason));
     }
@@ -561,10 +576,13 @@ pub fn run(
             }
         }
     }
+    // A collection cut short says nothing of the rules it never reached.
+    let cut_short = sink.failed.is_some() || watch.interrupted_by.is_some();
     let missing: Vec<String> = plan
         .artifacts
         .iter()
         .enumerate()
+        .filter(|_| !cut_short)
         .filter(|(i, a)| a.required && sink.matched.get(*i) == Some(&0))
         .map(|(i, a)| {
             format!(
@@ -1141,7 +1159,7 @@ pub fn watch(
         // the build killed it (the OOM killer, a `kill` of its pid). The build failed;
         // bldr was not stopped.
         let m = format!(
-            "the build's init (its PID 1) was killed by signal {} from outside the build (the OOM killer, or a kill of its pid); the build's processes died with it",
+            "the build's init (its PID 1) died of signal {} that did not come through bldr (the OOM killer, a kill of its pid, a crash); the build's processes died with it",
             w.init_code - 128
         );
         rep.error(&m);

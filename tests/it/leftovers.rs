@@ -58,7 +58,7 @@ fn mount_points_left_by_a_killed_run_are_removed_by_the_next_run() {
     assert!(out.status.success(), "{}", show(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("left in the chroot by an earlier run that was killed"),
+            .contains("left in the chroot by a run that was killed"),
         "{}",
         show(&out)
     );
@@ -144,9 +144,8 @@ fn a_mount_point_journaled_only_as_pending_is_removed_when_it_is_the_one_made() 
     let out = w.run(&next, &[]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(
-            "removed 2 mount point(s) left in the chroot by an earlier run that was killed"
-        ),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("removed 2 mount point(s) left in the chroot by a run that was killed"),
         "{}",
         show(&out)
     );

@@ -622,6 +622,16 @@ fn stop_during_collection(
     world: &World,
     signal: nix::sys::signal::Signal,
 ) -> (std::process::ExitStatus, PathBuf, PathBuf) {
+    stop_during_collection_of(world, signal, false)
+}
+
+/// [`stop_during_collection`], the signal sent to the build's init instead of bldr when
+/// `to_init`.
+fn stop_during_collection_of(
+    world: &World,
+    signal: nix::sys::signal::Signal,
+    to_init: bool,
+) -> (std::process::ExitStatus, PathBuf, PathBuf) {
     world.busybox_root("root");
     let profile = world.profile(
         "killed",
@@ -664,8 +674,18 @@ artifacts: [{from: /out}]
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    // unshare execs bldr, so the child's pid is bldr's.
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+    // unshare execs bldr, so the child's pid is bldr's; init is bldr's child.
+    let target = if to_init {
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the build's init")
+    } else {
+        child.id() as i32
+    };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), signal);
     let status = match wait_within(&mut child, HANG) {
         Some(status) => status,
         None => {
@@ -1124,4 +1144,28 @@ fn a_full_output_folder_cuts_the_log_and_the_run_is_not_published() {
     let index = fs::read_to_string(world.state().join("runs.jsonl")).unwrap();
     let entry: Value = serde_json::from_str(index.lines().last().unwrap()).unwrap();
     assert_eq!(entry["outcome"], "artifacts-failed", "{entry}");
+}
+
+/// Regression: the build's init killed from outside while it collected left a half
+/// collection published, with a SHA256SUMS of the files copied so far.
+#[test]
+fn init_killed_during_collection_publishes_nothing() {
+    if !require_root("init_killed_during_collection_publishes_nothing") {
+        return;
+    }
+    let world = World::new();
+    let (status, dir, earlier) =
+        stop_during_collection_of(&world, nix::sys::signal::Signal::SIGKILL, true);
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let names = entries(&dir);
+    let incomplete: Vec<&String> = names
+        .iter()
+        .filter(|n| n.ends_with(".incomplete"))
+        .collect();
+    assert_eq!(incomplete.len(), 1, "{names:?}");
+    assert_eq!(fs::read_link(dir.join("latest")).unwrap(), earlier);
+    let run = dir.join(incomplete[0]);
+    assert!(!run.join("artifacts/SHA256SUMS").exists());
+    let report = read_json(&run.join("report.json"));
+    assert_eq!(report["outcome"], "command-failed", "{report:#}");
 }

@@ -492,6 +492,7 @@ fn init_killed_from_outside_is_a_failed_build_that_says_so() {
     let fx = Fixture::new();
     let profile = fx
         .profile("oom")
+        .tmpfs("/made-by-bldr/deep")
         .command("touch /mnt/sync/ready; sleep 100")
         .command("touch /mnt/sync/second-command-ran")
         .write();
@@ -505,7 +506,7 @@ fn init_killed_from_outside_is_a_failed_build_that_says_so() {
     assert!(
         report["message"]
             .as_str()
-            .is_some_and(|m| m.contains("killed by signal 9 from outside the build")),
+            .is_some_and(|m| m.contains("died of signal 9 that did not come through bldr")),
         "{}",
         done.context()
     );
@@ -522,5 +523,10 @@ fn init_killed_from_outside_is_a_failed_build_that_says_so() {
         done.context()
     );
     assert!(!fx.sync.join("second-command-ran").exists());
+    assert!(
+        !fx.root.join("made-by-bldr").exists(),
+        "the mount points init made are removed by this run, not left for the next\n{}",
+        done.context()
+    );
     done.assert_outer_unchanged();
 }
