@@ -266,7 +266,7 @@ pub fn main() -> i32 {
                 Ok(p) => p,
                 Err(e) => return run::report_profile_errors(&rep, &e),
             };
-            if keep.is_some() && !p.ephemeral {
+            if keep.is_some_and(|k| k != run::Keep::Never) && !p.ephemeral {
                 rep.warn(
                     "--keep keeps an ephemeral run's overlay layer; this run is on the chroot itself, which keeps what the build writes anyway",
                 );

@@ -91,22 +91,24 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The current holders (notes of dead processes are removed on the way).
+/// The current holders, from their notes: those whose process runs here, or, if none
+/// does, every note (a holder in another PID namespace, a container sharing
+/// /run/lock/bldr, has a pid that means nothing here). Nothing is removed: a note that
+/// looks dead may be a live holder elsewhere; the next exclusive holder clears them.
 pub fn holders(holders_dir: &Path) -> Vec<Holder> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(holders_dir).into_iter().flatten().flatten() {
-        let Ok(text) = fs::read_to_string(e.path()) else {
-            continue;
-        };
-        match serde_json::from_str::<Holder>(&text) {
-            Ok(h) if alive(h.pid) => out.push(h),
-            _ => {
-                let _ = fs::remove_file(e.path());
-            }
-        }
+    let mut all: Vec<Holder> = fs::read_dir(holders_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .filter_map(|text| serde_json::from_str::<Holder>(&text).ok())
+        .collect();
+    if all.iter().any(|h| alive(h.pid)) {
+        all.retain(|h| alive(h.pid));
     }
-    out.sort_by(|a, b| a.since.cmp(&b.since));
-    out
+    all.sort_by(|a, b| a.since.cmp(&b.since));
+    all
 }
 
 /// Takes the chroot's lock. When it is held: with `wait`, calls `waiting` with the
@@ -154,19 +156,20 @@ pub fn acquire(
         }
         Err(fs::TryLockError::Error(e)) => return Err(LockError::Io(e, lock_path)),
     }
-    // Notes of runs that were killed stay behind; the lock is ours now, so clear them:
-    // all of them for an exclusive lock (nobody else can hold it), those of dead
-    // processes for a shared one.
-    if me.shared {
-        holders(&holders_dir);
-    } else {
+    // Notes of runs that were killed stay behind. An exclusive holder is alone, in
+    // whatever PID namespace the others ran, so it clears them all.
+    if !me.shared {
         for e in fs::read_dir(&holders_dir).into_iter().flatten().flatten() {
             let _ = fs::remove_file(e.path());
         }
     }
+    // Written aside and renamed, so that a reader never takes a half-written note.
     let note = holders_dir.join(me.pid.to_string());
+    let tmp = holders_dir.join(format!(".{}.new", me.pid));
     let text = serde_json::to_string(&me).expect("holders serialize");
-    fs::write(&note, text).map_err(io(&note))?;
+    fs::write(&tmp, text)
+        .and_then(|()| fs::rename(&tmp, &note))
+        .map_err(io(&note))?;
     Ok(ChrootLock { file, note })
 }
 
@@ -198,22 +201,18 @@ mod tests {
     }
 
     #[test]
-    fn notes_left_by_killed_runs_are_cleared_by_the_next_holder() {
+    fn notes_left_by_killed_runs_are_cleared_by_the_next_exclusive_holder() {
         let state = tempfile::tempdir().unwrap();
         let root = tempfile::tempdir().unwrap();
         let (_, holders_dir) = paths(state.path(), root.path()).unwrap();
         fs::create_dir_all(&holders_dir).unwrap();
-        // A note of a run whose bldr was killed (no such pid) and a stray file.
+        // The note of a run whose bldr was killed (no such pid here).
         let dead = Holder {
             pid: u32::MAX - 1,
             ..me(false, "killed")
         };
-        fs::write(
-            holders_dir.join("4294967294"),
-            serde_json::to_string(&dead).unwrap(),
-        )
-        .unwrap();
-        let shared = acquire(state.path(), root.path(), me(true, "s"), false, |_| {}).unwrap();
+        let stale = holders_dir.join("4294967294");
+        fs::write(&stale, serde_json::to_string(&dead).unwrap()).unwrap();
         let names = |d: &Path| -> Vec<String> {
             let mut v: Vec<String> = fs::read_dir(d)
                 .unwrap()
@@ -223,13 +222,12 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(names(&holders_dir), [std::process::id().to_string()]);
+        // A shared holder leaves it: its pid may be a live holder in another PID
+        // namespace (a container sharing the lock folder).
+        let shared = acquire(state.path(), root.path(), me(true, "s"), false, |_| {}).unwrap();
+        assert!(stale.exists());
+        assert_eq!(holders(&holders_dir).len(), 1, "only the live one is named");
         drop(shared);
-        fs::write(
-            holders_dir.join("4294967294"),
-            serde_json::to_string(&dead).unwrap(),
-        )
-        .unwrap();
         let _mine = acquire(state.path(), root.path(), me(false, "x"), false, |_| {}).unwrap();
         assert_eq!(names(&holders_dir), [std::process::id().to_string()]);
     }

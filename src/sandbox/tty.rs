@@ -187,7 +187,7 @@ pub fn run_interactive(rep: &Reporter, plan: &Plan, lock: Option<&std::fs::File>
             .map(|ms| crate::units::format_duration(std::time::Duration::from_millis(ms)))
             .unwrap_or_default();
         rep.error(&format!(
-            "the shell ran out of time ({limit}) and was stopped"
+            "the session ran out of time ({limit}) and was stopped"
         ));
         return exit::TIMEOUT;
     }

@@ -788,7 +788,7 @@ fn a_shell_ends_when_its_input_does_and_says_when_it_ran_out_of_time() {
         finish_within_hang(world.bldr(&["shell", profile.to_str().unwrap(), "--", "sleep", "30"]));
     assert_eq!(out.status.code(), Some(124), "{}", show(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the shell ran out of time (1s)"),
+        String::from_utf8_lossy(&out.stderr).contains("the session ran out of time (1s)"),
         "{}",
         show(&out)
     );
