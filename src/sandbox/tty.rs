@@ -198,11 +198,13 @@ pub fn run_interactive(rep: &Reporter, plan: &Plan, lock: Option<&std::fs::File>
 }
 
 /// Once the user's input has ended: the pty's end-of-file character (VEOF, ^D), each
-/// time the build's side has been quiet for a moment, until the pty is gone. Sent at
-/// once, it can reach the pty before the shell reads: a line editor that then switches
-/// the terminal to raw mode gets a stray byte, not the end, and the shell waits for
-/// ever (`bldr shell PROFILE </dev/null`). Sent again after each quiet spell, as every
-/// read of a finished input gives end-of-file, not only the first.
+/// time the build's side is ready for it, until the pty is gone. Ready is: quiet for a
+/// moment, everything sent before read, and the session leader's own process group in
+/// the foreground (a shell at its prompt, or a `-- CMD` reading), not a job it runs.
+/// Sent while nobody reads, it waits in the pty; a line editor that then switches the
+/// terminal to raw mode gets a stray byte, not the end, and the shell waits for ever
+/// (`bldr shell PROFILE </dev/null`, `printf 'sleep 1\n' | bldr shell PROFILE`). Sent
+/// again after each ready spell, as every read of a finished input gives end-of-file.
 fn send_end_of_input(to: &mut std::fs::File, start: Instant, last_output: &AtomicU64) {
     const QUIET_MS: u64 = 100;
     const AGAIN_MS: u64 = 500;
@@ -217,11 +219,40 @@ fn send_end_of_input(to: &mut std::fs::File, start: Instant, last_output: &Atomi
         let now = start.elapsed().as_millis() as u64;
         let quiet = now.saturating_sub(last_output.load(Ordering::Relaxed)) >= QUIET_MS;
         let due = sent_at.is_none_or(|at| now.saturating_sub(at) >= AGAIN_MS);
-        if quiet && due {
+        if quiet && due && leader_reads(to.as_fd()) {
             if to.write_all(&[veof]).is_err() {
                 return;
             }
             sent_at = Some(now);
         }
+    }
+}
+
+/// True when the pty behind `master` has its session leader's process group in the
+/// foreground and no input waiting: the leader (or a reader in its group) is the one to
+/// read what comes next. The waiting input is counted on the pty's other side, opened
+/// for that moment only (TIOCGPTPEER, Linux 4.13).
+fn leader_reads(master: BorrowedFd<'_>) -> bool {
+    let fd = master.as_raw_fd();
+    // SAFETY: ioctls that return a pid, a new descriptor and a count; each is checked,
+    // and the descriptor is closed before returning.
+    unsafe {
+        let sid = libc::tcgetsid(fd);
+        let fg = libc::tcgetpgrp(fd);
+        if sid <= 0 || fg != sid {
+            return false;
+        }
+        let peer = libc::ioctl(
+            fd,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if peer < 0 {
+            return true;
+        }
+        let mut waiting: libc::c_int = 0;
+        let counted = libc::ioctl(peer, libc::FIONREAD, &mut waiting);
+        libc::close(peer);
+        counted == 0 && waiting == 0
     }
 }

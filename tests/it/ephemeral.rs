@@ -753,8 +753,13 @@ fn keep_on_a_run_that_is_not_ephemeral_warns_instead_of_being_ignored() {
 
 /// Runs `cmd` with stdin from /dev/null to its end, or kills it after HANG and fails.
 fn finish_within_hang(mut cmd: Command) -> std::process::Output {
+    cmd.stdin(Stdio::null());
+    finish_within_hang_with_stdin(cmd)
+}
+
+/// [`finish_within_hang`] with the stdin `cmd` was given.
+fn finish_within_hang_with_stdin(mut cmd: Command) -> std::process::Output {
     let mut child = cmd
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -783,6 +788,18 @@ fn a_shell_ends_when_its_input_does_and_says_when_it_ran_out_of_time() {
     let root = world.busybox_root("root");
     let out = finish_within_hang(world.bldr(&["shell", "-D", root.to_str().unwrap()]));
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // Input that ends while the shell runs a quiet job: the end waits for the prompt.
+    let mut piped = world.bldr(&["shell", "-D", root.to_str().unwrap()]);
+    let script = world.path("script");
+    fs::write(&script, "sleep 0.3\necho after-the-sleep\n").unwrap();
+    piped.stdin(File::open(&script).unwrap());
+    let out = finish_within_hang_with_stdin(piped);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("after-the-sleep"),
+        "{}",
+        show(&out)
+    );
     let profile = world.profile("slow", "chroot: root\ntimeout: 1s\ncommands: [true]\n");
     let out =
         finish_within_hang(world.bldr(&["shell", profile.to_str().unwrap(), "--", "sleep", "30"]));
