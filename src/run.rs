@@ -299,7 +299,7 @@ impl MountJournal {
     }
 
     /// The run removed its mount points itself: nothing is left to journal.
-    fn close(&mut self) {
+    pub fn close(&mut self) {
         if let Some(path) = &self.path {
             let _ = std::fs::remove_file(path);
         }

@@ -132,7 +132,17 @@ pub fn shell(
             }
         }
     }
+    // On a chroot used in place, the mount points init makes are journaled as for `run`,
+    // so that a session killed before its init removed them is cleaned up after.
+    let mut journal = run::MountJournal::for_run(&state, &lockable);
+    journal.replay(rep, &p.chroot);
+    plan.mount_journal = journal.path().map(std::path::Path::to_path_buf);
     let code = crate::sandbox::tty::run_interactive(rep, &plan, Some(&lock.file));
+    // Init has ended, and with it its mount points, unless it was killed: then the journal
+    // stays for whoever comes next.
+    if code != exit::signal(9) {
+        journal.close();
+    }
     if let Some(layer) = throwaway {
         let _ = crate::scratch::remove(&layer);
     }
