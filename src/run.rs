@@ -169,6 +169,7 @@ fn record_in_place(
     plan: &Plan,
     before: &[Option<artifact::Snapshot>],
     sink: &mut ArtifactSink,
+    stopped: &dyn Fn() -> bool,
 ) {
     for (i, rule) in plan.artifacts.iter().enumerate() {
         let (Some(dir), Some(Some(snap))) = (&rule.host_path, before.get(i)) else {
@@ -189,6 +190,11 @@ fn record_in_place(
             sink.refuse(i, path, path_hex, why);
         }
         for f in found {
+            if stopped() {
+                sink.failed
+                    .get_or_insert("stopped by a signal before collection was complete".into());
+                return;
+            }
             match record::sha256_file(&f.host_path) {
                 Ok(sha256) => {
                     let (path, path_hex) = artifact::display_path(artifact::bytes_of(&f.rel));
@@ -550,7 +556,16 @@ pub fn run(
     }
     let setup_ok = watch.setup_failed.is_none() && watch.interrupted_by.is_none();
     if setup_ok {
-        record_in_place(rep, &plan, &snapshots, &mut sink);
+        let stop = watch.stop_signal.clone();
+        record_in_place(rep, &plan, &snapshots, &mut sink, &|| {
+            stop.load(Ordering::SeqCst) != 0
+        });
+        // A stop signal after the build ended, while bldr hashed what it records in
+        // place, stops the run as one during the build would.
+        let sig = watch.stop_signal.load(Ordering::SeqCst);
+        if sig != 0 && watch.interrupted_by.is_none() {
+            watch.interrupted_by = Some(sig);
+        }
     }
     sink.close();
     let ended_at = SystemTime::now();
@@ -829,6 +844,9 @@ pub struct Watch {
     pub init_code: i32,
     /// Init died of a signal that did not come through bldr.
     pub init_killed: bool,
+    /// The first stop signal bldr got, also after the build ended (0: none), for the
+    /// work bldr does after it: recording artifacts in place.
+    pub stop_signal: Arc<AtomicI32>,
     /// init and the thread reading its stderr, not yet waited for: once init has
     /// said `cleaned` (with its exit code), every process of the build is dead, and init's
     /// exit with the kernel's teardown of the namespaces (a few hundred microseconds)
@@ -942,6 +960,7 @@ pub fn watch(
         interrupted_by: None,
         init_code: exit::SETUP,
         init_killed: false,
+        stop_signal: Arc::new(AtomicI32::new(0)),
         pending: None,
     };
     let (mut sandbox, stderr) = match sandbox {
@@ -963,7 +982,7 @@ pub fn watch(
             return w;
         }
     };
-    let got_signal = Arc::new(AtomicI32::new(0));
+    let got_signal = w.stop_signal.clone();
     let fwd = sandbox.forwarder();
     if let Some(mut signals) = stop.0 {
         let got = got_signal.clone();

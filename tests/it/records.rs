@@ -1169,3 +1169,59 @@ fn init_killed_during_collection_publishes_nothing() {
     let report = read_json(&run.join("report.json"));
     assert_eq!(report["outcome"], "command-failed", "{report:#}");
 }
+
+/// Regression: bldr hashes the files a rule records in place (in a shared tree) after
+/// the build has ended; a SIGTERM then was printed as "stopping the build" and otherwise
+/// ignored, and the run ended `success`, exit 0.
+#[test]
+fn sigterm_while_bldr_records_artifacts_in_place_stops_the_run() {
+    if !require_root("sigterm_while_bldr_records_artifacts_in_place_stops_the_run") {
+        return;
+    }
+    let world = World::new();
+    world.busybox_root("root");
+    let share = world.path("share");
+    fs::create_dir(&share).unwrap();
+    let profile = world.profile(
+        "inplace",
+        &format!(
+            "chroot: root\nshared: [{{source: {}, target: /out}}]\ncommands: ['for i in $(seq 1 400); do dd if=/dev/zero of=/out/f$i bs=1M count=2 2>/dev/null; done']\nartifacts: [{{from: /out}}]\n",
+            share.display()
+        ),
+    );
+    let mut child = world
+        .bldr(&["run", profile.to_str().unwrap(), "--progress", "none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = runs_of(&world, "inplace");
+    let deadline = Instant::now() + HANG;
+    // The command has ended once the log says so; bldr is hashing 800 MB then.
+    loop {
+        let ended = entries(&dir).iter().any(|n| {
+            fs::read_to_string(dir.join(n).join("build.log"))
+                .is_ok_and(|l| l.contains(": ok after"))
+        });
+        if ended {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the command never ended");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = wait_within(&mut child, HANG).expect("bldr stops");
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    let names = entries(&dir);
+    let run = names
+        .iter()
+        .find(|n| n.ends_with(".incomplete"))
+        .unwrap_or_else(|| panic!("a cut collection stays incomplete: {names:?}"));
+    let report = read_json(&dir.join(run).join("report.json"));
+    assert_eq!(report["outcome"], "interrupted", "{report:#}");
+    assert!(report["artifacts"].as_array().unwrap().len() < 400);
+}
