@@ -191,7 +191,8 @@ impl Reporter {
 /// Adds `bytes` to the held-back `pending` output and takes what may be shown now: up to
 /// the last newline, or all of it once PENDING_MAX is held without one. Only the new
 /// bytes are searched, so output that redraws with `\r` and never ends a line (wget,
-/// curl, cmake) costs what any other output does, and is held back at most PENDING_MAX plus the tail of one chunk.
+/// curl, cmake) costs what any other output does, and is held back at most PENDING_MAX
+/// plus the tail of one chunk.
 fn whole_lines(pending: &mut Vec<u8>, bytes: &[u8]) -> Option<Vec<u8>> {
     let cut = match bytes.iter().rposition(|b| *b == b'\n') {
         Some(at) => pending.len() + at + 1,
