@@ -656,8 +656,19 @@ pub fn run(
             "warning: the host's mount table changed during the run (see report.json host_clean)",
         );
     }
-    // A collection that failed part-way stays `<run-id>.incomplete`; everything else is
-    // published under its id.
+    // The notes above are the log's last lines: one of them failing is a log cut off too.
+    if log_lost.is_none() {
+        if let Some(lost) = &log.lost {
+            rep.error(lost);
+            if outcome == Outcome::Success {
+                (outcome, code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
+                message = Some(lost.clone());
+            }
+        }
+    }
+    let log_lost = log.lost.clone();
+    // A collection that failed part-way stays `<run-id>.incomplete`, as does a run whose
+    // log is cut off; everything else is published under its id.
     let publish = sink.failed.is_none() && log_lost.is_none();
     let keep = match opts.keep {
         Keep::Always => true,
