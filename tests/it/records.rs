@@ -1185,7 +1185,7 @@ fn sigterm_while_bldr_records_artifacts_in_place_stops_the_run() {
     let profile = world.profile(
         "inplace",
         &format!(
-            "chroot: root\nshared: [{{source: {}, target: /out}}]\ncommands: ['for i in $(seq 1 400); do dd if=/dev/zero of=/out/f$i bs=1M count=2 2>/dev/null; done']\nartifacts: [{{from: /out}}]\n",
+            "chroot: root\nshared: [{{source: {}, target: /out}}]\ncommands: ['for i in $(seq 1 400); do dd if=/dev/zero of=/out/f$i bs=1M count=4 2>/dev/null; done']\nartifacts: [{{from: /out}}]\n",
             share.display()
         ),
     );
@@ -1198,7 +1198,9 @@ fn sigterm_while_bldr_records_artifacts_in_place_stops_the_run() {
         .unwrap();
     let dir = runs_of(&world, "inplace");
     let deadline = Instant::now() + HANG;
-    // The command has ended once the log says so; bldr is hashing 800 MB then.
+    // The command has ended once the log says so; bldr hashes 1.6 GB once init has
+    // cleaned up, a moment later (a signal before that is one during the build, whose
+    // run is interrupted with nothing collected).
     loop {
         let ended = entries(&dir).iter().any(|n| {
             fs::read_to_string(dir.join(n).join("build.log"))
@@ -1210,6 +1212,7 @@ fn sigterm_while_bldr_records_artifacts_in_place_stops_the_run() {
         assert!(Instant::now() < deadline, "the command never ended");
         std::thread::sleep(Duration::from_millis(5));
     }
+    std::thread::sleep(Duration::from_millis(150));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
