@@ -192,7 +192,7 @@ fn record_in_place(
         for f in found {
             if stopped() {
                 sink.failed
-                    .get_or_insert("stopped by a signal before collection was complete".into());
+                    .get_or_insert(crate::sandbox::collect::STOPPED.into());
                 return;
             }
             match record::sha256_file(&f.host_path) {
@@ -319,12 +319,9 @@ pub struct StopSignals(Option<signal_hook::iterator::Signals>);
 impl StopSignals {
     pub fn install() -> StopSignals {
         StopSignals(
-            signal_hook::iterator::Signals::new([
-                libc::SIGINT,
-                libc::SIGTERM,
-                libc::SIGHUP,
-                libc::SIGQUIT,
-            ])
+            signal_hook::iterator::Signals::new(
+                crate::sandbox::init::STOP_SIGNALS.map(|s| s as libc::c_int),
+            )
             .ok(),
         )
     }
@@ -606,17 +603,9 @@ pub fn run(
             )
         })
         .collect();
-    // The log is part of the record: one cut off by a full disk is a run whose record
-    // failed, as a collection that failed is.
-    let log_lost = log.lost.clone();
-    if let Some(lost) = &log_lost {
-        rep.error(lost);
-    }
+    let build_succeeded = outcome == Outcome::Success;
     if outcome == Outcome::Success {
-        if let Some(lost) = &log_lost {
-            (outcome, code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
-            message = Some(lost.clone());
-        } else if let Some(f) = &sink.failed {
+        if let Some(f) = &sink.failed {
             (outcome, code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
             message = Some(f.clone());
         } else if !missing.is_empty() {
@@ -656,20 +645,20 @@ pub fn run(
             "warning: the host's mount table changed during the run (see report.json host_clean)",
         );
     }
-    // The notes above are the log's last lines: one of them failing is a log cut off too.
-    if log_lost.is_none() {
-        if let Some(lost) = &log.lost {
-            rep.error(lost);
-            if outcome == Outcome::Success {
-                (outcome, code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
-                message = Some(lost.clone());
-            }
+    // The log is part of the record: one cut off by a full disk, also among the notes
+    // above (its last lines), is a run whose record failed, and that says so before any
+    // other reason. A log writes nothing after its first failure, so no note above told
+    // another outcome.
+    if let Some(lost) = &log.lost {
+        rep.error(lost);
+        if build_succeeded {
+            (outcome, code) = (Outcome::ArtifactsFailed, exit::ARTIFACTS);
+            message = Some(lost.clone());
         }
     }
-    let log_lost = log.lost.clone();
     // A collection that failed part-way stays `<run-id>.incomplete`, as does a run whose
     // log is cut off; everything else is published under its id.
-    let publish = sink.failed.is_none() && log_lost.is_none();
+    let publish = sink.failed.is_none() && log.lost.is_none();
     let keep = match opts.keep {
         Keep::Always => true,
         Keep::Failure => outcome != Outcome::Success,
@@ -729,9 +718,7 @@ pub fn run(
         host_clean,
         scratch: kept_scratch,
     };
-    if !finish(rep, &state, &run_dir, publish, &report, opts.json) && code == exit::SUCCESS {
-        code = exit::ARTIFACTS;
-    }
+    let code = finish(rep, &state, &run_dir, publish, &report, opts.json);
     // The layer goes once no mount holds it, before the lock goes, and after the record is
     // written.
     if let Some(layer) = discard {
@@ -755,9 +742,10 @@ pub fn run(
 }
 
 /// Writes report.json, publishes the run directory, switches `latest`, appends the index
-/// entry and prints the summary. Returns false when report.json could not be written:
-/// the run directory then stays `<run-id>.incomplete`, since a published run always has
-/// its report, and the index says `artifacts-failed` for a run that had succeeded.
+/// entry and prints the summary. Returns bldr's exit code: the report's, unless
+/// report.json could not be written. The run directory then stays `<run-id>.incomplete`,
+/// since a published run always has its report, and a run that had succeeded is
+/// `artifacts-failed`, exit 3, in the index and the summary.
 fn finish(
     rep: &Reporter,
     state: &Path,
@@ -765,7 +753,7 @@ fn finish(
     publish: bool,
     report: &Report,
     json: bool,
-) -> bool {
+) -> i32 {
     let work = &run_dir.work;
     let report_path = work.join("report.json");
     let written = record::write_atomically_with(&report_path, |w| {
@@ -840,7 +828,7 @@ fn finish(
     if !report.host_clean.clean {
         rep.warn("the host's mount table changed during the run; see host_clean in report.json");
     }
-    written.is_ok()
+    exit_code
 }
 
 /// What the watch over a running sandbox saw.

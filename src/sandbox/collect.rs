@@ -18,6 +18,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+/// What the record says of a collection a stop signal cut short, whether init copied or
+/// bldr's main process hashed in place.
+pub const STOPPED: &str = "stopped by a signal before collection was complete";
+
 /// Why collection ended before its end.
 #[derive(Debug)]
 pub enum Cut {

@@ -353,7 +353,7 @@ fn run(plan: &Plan, mut wire: Wire, early: Vec<u8>) -> i32 {
                 if let Some(sig) = init.interrupted {
                     code = exit::signal(sig as i32);
                 }
-                Some("stopped by a signal before collection was complete".into())
+                Some(super::collect::STOPPED.into())
             }
         };
         if let Some(message) = message {
@@ -530,13 +530,7 @@ impl Init<'_> {
                     Some(&SigSet::empty()),
                     None,
                 );
-                for s in [
-                    Signal::SIGPIPE,
-                    Signal::SIGINT,
-                    Signal::SIGTERM,
-                    Signal::SIGHUP,
-                    Signal::SIGQUIT,
-                ] {
+                for s in std::iter::once(Signal::SIGPIPE).chain(STOP_SIGNALS) {
                     // SAFETY: restoring default dispositions; no handler code involved.
                     let _ = unsafe {
                         nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigDfl)
