@@ -91,7 +91,7 @@ pub fn logs(run: &str) -> i32 {
 /// does not have: one whose bldr was killed (SIGKILL) before it could write its record,
 /// left as `<state>/runs/<profile>/<run-id>.incomplete`.
 fn unindexed_log(run: &str) -> Option<std::path::PathBuf> {
-    if !looks_like_run_id(run) {
+    if !record::is_run_id(run) {
         return None;
     }
     let runs = crate::state::state_dir().join("runs");
@@ -101,33 +101,4 @@ fn unindexed_log(run: &str) -> Option<std::path::PathBuf> {
             .map(|name| profile.path().join(name).join("build.log"))
             .find(|log| log.is_file())
     })
-}
-
-/// `YYYYMMDDTHHMMSSZ-xxxxxx`, the shape of the ids bldr gives runs (not `latest`).
-fn looks_like_run_id(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 23
-        && b[..8].iter().all(u8::is_ascii_digit)
-        && b[8] == b'T'
-        && b[9..15].iter().all(u8::is_ascii_digit)
-        && b[15] == b'Z'
-        && b[16] == b'-'
-        && b[17..].iter().all(|c| c.is_ascii_hexdigit())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_run_ids_are_looked_for_outside_the_index() {
-        assert!(super::looks_like_run_id("20261201T193952Z-04d353"));
-        for not in [
-            "latest",
-            "",
-            "20261201T193952Z-04d353.incomplete",
-            "../x",
-            "demo",
-        ] {
-            assert!(!super::looks_like_run_id(not), "{not}");
-        }
-    }
 }

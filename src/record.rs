@@ -34,6 +34,19 @@ pub fn new_run_id(now: SystemTime) -> String {
     )
 }
 
+/// True for text of the shape [`new_run_id`] makes, `YYYYMMDDTHHMMSSZ-xxxxxx` (and not,
+/// say, a folder's `latest`).
+pub fn is_run_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 23
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..].iter().all(u8::is_ascii_hexdigit)
+}
+
 /// RFC 3339 UTC time with milliseconds.
 pub fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -556,6 +569,19 @@ mod tests {
         let b = new_run_id(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000));
         assert!(a < b, "{a} < {b}");
         assert!(a.starts_with("19700112T134640Z-"), "{a}");
+        assert!(
+            is_run_id(&a) && is_run_id(&new_run_id(SystemTime::now())),
+            "{a}"
+        );
+        for not in [
+            "latest",
+            "",
+            "20261201T193952Z-04d353.incomplete",
+            "../x",
+            "demo",
+        ] {
+            assert!(!is_run_id(not), "{not}");
+        }
     }
 
     #[test]
