@@ -629,21 +629,15 @@ pub fn validate(layer: &Layer, ctx: &Context) -> Result<Profile, ProfileErrors> 
     }
 
     if !c.errors.is_empty() {
-        // In the order of each file, so that a long list reads top to bottom; the files
-        // in the order their first error was found, errors with no position first.
+        // In the order of each file, so that a long list reads top to bottom: the
+        // command line's first, then the files as `extends` chains them (the named one
+        // first), and in each, errors with no position first.
         let mut errors = c.errors;
-        let files: Vec<Option<PathBuf>> = errors.iter().fold(Vec::new(), |mut v, e| {
-            let f = e.origin.file().map(Path::to_path_buf);
-            if !v.contains(&f) {
-                v.push(f);
-            }
-            v
-        });
         errors.sort_by_key(|e| {
-            let f = e.origin.file().map(Path::to_path_buf);
+            let file = e.origin.file();
             let pos = e.pos.or_else(|| e.origin.pos());
             (
-                files.iter().position(|x| *x == f),
+                file.map(|f| ctx.files.iter().position(|x| x == f)),
                 pos.map(|p| (p.line, p.col)),
             )
         });
