@@ -358,6 +358,20 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until the build's `sleep 100` runs: the shell before it is then waiting for it.
+fn wait_for_the_sleep(run: &mut Running<'_>) {
+    let mut pins = Pins::default();
+    run.pin(&mut pins);
+    let sleeping = wait_until(Duration::from_secs(10), || {
+        processes_in(&pins).iter().any(|c| c == "sleep 100")
+    });
+    assert!(
+        sleeping,
+        "the command's sleep never started\n{}",
+        run.output()
+    );
+}
+
 /// The command traps `signal` and exits with 128+N; bldr, sent `signal`, must forward it
 /// to the build, run the trap, and record the run as interrupted with 128+N.
 fn signal_runs_the_build_s_trap(signal: Signal, trap_name: &str) {
@@ -375,16 +389,7 @@ fn signal_runs_the_build_s_trap(signal: Signal, trap_name: &str) {
     // Once `sleep` runs, the shell waits for it with its trap in place. (A signal
     // that came while the shell was still forking could be taken by the child's copy
     // of the trap handler and lost in its exec: a race of the shell, not of bldr.)
-    let mut pins = Pins::default();
-    run.pin(&mut pins);
-    let sleeping = wait_until(Duration::from_secs(10), || {
-        processes_in(&pins).iter().any(|c| c == "sleep 100")
-    });
-    assert!(
-        sleeping,
-        "the command's sleep never started\n{}",
-        run.output()
-    );
+    wait_for_the_sleep(&mut run);
     let sent = Instant::now();
     run.signal(signal);
     let done = run.finish();
@@ -449,16 +454,7 @@ fn sigterm_stops_the_build_when_bldr_s_stderr_is_a_broken_pipe() {
     };
     let mut run = fx.spawn(&profile, &outer);
     run.wait_ready();
-    let mut pins = Pins::default();
-    run.pin(&mut pins);
-    let sleeping = wait_until(Duration::from_secs(10), || {
-        processes_in(&pins).iter().any(|c| c == "sleep 100")
-    });
-    assert!(
-        sleeping,
-        "the command's sleep never started\n{}",
-        run.output()
-    );
+    wait_for_the_sleep(&mut run);
     run.signal(Signal::SIGTERM);
     let stopped = run.wait_exit_within(PROMPT);
     assert!(
