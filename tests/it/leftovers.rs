@@ -50,18 +50,7 @@ fn mount_points_left_by_a_killed_run_are_removed_by_the_next_run() {
     // Something the user put in the chroot meanwhile stays.
     std::fs::write(root.join("mnt/keep-me"), "mine").unwrap();
 
-    let next = w.profile(
-        "next",
-        &format!("chroot: {}\ncommands: ['true']\n", root.display()),
-    );
-    let out = w.run(&next, &[]);
-    assert!(out.status.success(), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("left in the chroot by a run that was killed"),
-        "{}",
-        show(&out)
-    );
+    let out = next_run_removes(&w, &root, "left in the chroot by a run that was killed");
     assert!(!root.join("build").exists(), "{}", show(&out));
     assert!(!root.join("mnt/src").exists());
     assert_eq!(
@@ -80,6 +69,22 @@ fn mount_points_left_by_a_killed_run_are_removed_by_the_next_run() {
             .collect()
     };
     assert_eq!(shape(tree_listing(&root)), shape(before));
+}
+
+/// The next run on the chroot at `root`: it succeeds and says `says` (what it removed).
+fn next_run_removes(w: &World, root: &std::path::Path, says: &str) -> std::process::Output {
+    let next = w.profile(
+        "next",
+        &format!("chroot: {}\ncommands: ['true']\n", root.display()),
+    );
+    let out = w.run(&next, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(says),
+        "{}",
+        show(&out)
+    );
+    out
 }
 
 fn nix_kill_9(pid: u32) {
@@ -137,17 +142,10 @@ fn a_mount_point_journaled_only_as_pending_is_removed_when_it_is_the_one_made() 
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, journal).unwrap();
 
-    let next = w.profile(
-        "next",
-        &format!("chroot: {}\ncommands: ['true']\n", root.display()),
-    );
-    let out = w.run(&next, &[]);
-    assert!(out.status.success(), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("removed 2 mount point(s) left in the chroot by a run that was killed"),
-        "{}",
-        show(&out)
+    let out = next_run_removes(
+        &w,
+        &root,
+        "removed 2 mount point(s) left in the chroot by a run that was killed",
     );
     assert!(!opt.join("made").exists(), "{}", show(&out));
     assert!(opt.join("older").is_dir(), "what was there before stays");

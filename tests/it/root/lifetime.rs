@@ -4,8 +4,8 @@
 //! stops the build cleanly and is recorded as `interrupted`.
 
 use super::harness::{
-    assert_build_is_gone, namespaces_in, processes_in, wait_until, Fixture, Outer, Pins, Running,
-    READY_THEN_WAIT_FOR_GO,
+    assert_build_is_gone, namespaces_in, processes_in, wait_until, Finished, Fixture, Outer, Pins,
+    Running, READY_THEN_WAIT_FOR_GO,
 };
 use nix::sys::signal::Signal;
 use std::fs;
@@ -358,6 +358,19 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_default()
 }
 
+/// The run was stopped in its first command: that one `interrupted`, the second, which
+/// touches /mnt/sync/second-command-ran, never run, and the outer mount table as before.
+fn assert_stopped_in_the_first_command(fx: &Fixture, done: &Finished) {
+    assert_eq!(
+        done.command_statuses(),
+        ["interrupted", "not-run"],
+        "{}",
+        done.context()
+    );
+    assert!(!fx.sync.join("second-command-ran").exists());
+    done.assert_outer_unchanged();
+}
+
 /// Waits until the build's `sleep 100` runs: the shell before it is then waiting for it.
 fn wait_for_the_sleep(run: &mut Running<'_>) {
     let mut pins = Pins::default();
@@ -406,14 +419,7 @@ fn signal_runs_the_build_s_trap(signal: Signal, trap_name: &str) {
         done.context()
     );
     assert_eq!(done.report()["signal"], signal as i32, "{}", done.context());
-    assert_eq!(
-        done.command_statuses(),
-        ["interrupted", "not-run"],
-        "{}",
-        done.context()
-    );
-    assert!(!fx.sync.join("second-command-ran").exists());
-    done.assert_outer_unchanged();
+    assert_stopped_in_the_first_command(&fx, &done);
 }
 
 #[test]
@@ -469,14 +475,7 @@ fn sigterm_stops_the_build_when_bldr_s_stderr_is_a_broken_pipe() {
         "{}",
         done.context()
     );
-    assert_eq!(
-        done.command_statuses(),
-        ["interrupted", "not-run"],
-        "{}",
-        done.context()
-    );
-    assert!(!fx.sync.join("second-command-ran").exists());
-    done.assert_outer_unchanged();
+    assert_stopped_in_the_first_command(&fx, &done);
 }
 
 /// Init killed from outside (as the OOM killer would), by a signal bldr never got: the
